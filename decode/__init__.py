@@ -1,0 +1,40 @@
+"""Budget forcing: control how long a reasoning model thinks, inside the engine's own decoding loop.
+
+    from decode import Budget, Sampling, generate
+    results = generate(model, tokenizer, ["What is 2+2?"], format="s1",
+                       budget=Budget(max_thinking_tokens=512, min_thinking_tokens=128))
+"""
+
+from .budget import Budget, BudgetError
+from .formats import PRESETS, FormatError, FormatTokens, ThinkingFormat, get_format
+from .generate import ModelLoadError, generate, load_model, load_tokenizer, prompt_ids, prompt_text
+from .hf import BudgetForcing, BudgetForcingLogitsProcessor, BudgetStoppingCriteria
+from .reference import model_next_logits, reference_generate
+from .result import BudgetResult
+from .sampling import Sampling
+from .state import BudgetState, BudgetSummary
+
+__all__ = [
+    "PRESETS",
+    "Budget",
+    "BudgetError",
+    "BudgetForcing",
+    "BudgetForcingLogitsProcessor",
+    "BudgetResult",
+    "BudgetState",
+    "BudgetStoppingCriteria",
+    "BudgetSummary",
+    "FormatError",
+    "FormatTokens",
+    "ModelLoadError",
+    "Sampling",
+    "ThinkingFormat",
+    "generate",
+    "get_format",
+    "load_model",
+    "load_tokenizer",
+    "model_next_logits",
+    "prompt_ids",
+    "prompt_text",
+    "reference_generate",
+]

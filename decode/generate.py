@@ -1,0 +1,156 @@
+"""One call from prompts to budget-forced completions with `transformers`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .budget import Budget
+from .formats import ThinkingFormat, get_format
+from .hf import BudgetForcing
+from .result import BudgetResult
+from .sampling import Sampling
+
+Prompt = str | Sequence[dict[str, str]]
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer that cannot be found or loaded."""
+
+
+def _check_source(name_or_path: str, what: str) -> None:
+    path = Path(name_or_path)
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or os.sep + os.sep in name_or_path
+    hub_id = name_or_path.count("/") <= 1 and not looks_like_path
+    if not path.exists() and not hub_id:
+        raise ModelLoadError(f"{what} path {name_or_path!r} does not exist")
+
+
+def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str | None = None) -> Any:
+    """A causal LM from a local folder or a hub id (the hub is only tried for ids, never for paths)."""
+    _check_source(name_or_path, "model")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load model {name_or_path!r}: {err}") from None
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    _check_source(name_or_path, "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load tokenizer {name_or_path!r}: {err}") from None
+
+
+def prompt_text(tokenizer: Any, prompt: Prompt, fmt: ThinkingFormat) -> str:
+    """The text the model continues: chat messages go through the chat template; then the opener."""
+    if isinstance(prompt, str):
+        text = prompt
+    else:
+        text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    return text if text.endswith(fmt.open) else text + fmt.open
+
+
+def prompt_ids(tokenizer: Any, prompt: Prompt, fmt: ThinkingFormat) -> list[int]:
+    # Chat-template text already holds its special tokens; plain strings get the tokenizer's own.
+    return tokenizer.encode(prompt_text(tokenizer, prompt, fmt), add_special_tokens=isinstance(prompt, str))
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End-of-sequence ids of the tokenizer and the model's generation config, merged."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos:
+        ids.update(config_eos)
+    return sorted(ids)
+
+
+def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    *,
+    format: str | ThinkingFormat = "s1",
+    budget: Budget | Sequence[Budget] = Budget(),
+    sampling: Sampling | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+    on_batch: Callable[[int, list[BudgetResult]], None] | None = None,
+) -> list[BudgetResult]:
+    """Budget-forced generation for a list of prompts.
+
+    Args:
+        model: a transformers causal LM, or a local path / hub id to load one from.
+        tokenizer: its tokenizer, or a path / hub id (None: the model's path).
+        prompts: strings (used as they are) or chat messages (rendered by the chat template);
+            the format's opener is appended to each.
+        format: "s1", "think", a path to a format JSON, or a `ThinkingFormat`.
+        budget: one `Budget` for all prompts, or one per prompt.
+        sampling: `Sampling(temperature=..., top_p=..., top_k=...)`; greedy by default.
+        batch_size: prompts per `generate` call (left-padded).
+        max_new_tokens: hard cap per completion; default: the longest the budget allows.
+        seed: makes sampling reproducible (batch k is seeded with seed + its first index).
+        on_batch: called with (first index, results) after each batch, e.g. to save progress.
+    """
+    if isinstance(model, str | Path):
+        tokenizer = tokenizer or str(model)
+        model = load_model(str(model))
+    if isinstance(tokenizer, str | Path):
+        tokenizer = load_tokenizer(str(tokenizer))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fmt = get_format(format)
+    budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = eos_ids(model, tokenizer)
+
+    results: list[BudgetResult] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed + start)
+        forcing = BudgetForcing(
+            tokenizer,
+            fmt,
+            budgets[start : start + batch_size],
+            sampling=sampling,
+            eos_token_ids=eos,
+            max_new_tokens=max_new_tokens,
+            generator=generator,
+        )
+        input_ids, attention_mask = _left_pad(rows, pad, device)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **forcing.generate_kwargs())
+        batch = forcing.results()
+        for row, result in enumerate(batch):  # the engine emitted exactly what the states chose
+            emitted = out[row, input_ids.shape[1] : input_ids.shape[1] + len(result.completion_ids)]
+            if emitted.tolist() != result.completion_ids:
+                raise RuntimeError(f"prompt {start + row}: generate's output differs from the forced choices")
+        results.extend(batch)
+        if on_batch is not None:
+            on_batch(start, batch)
+    return results

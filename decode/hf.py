@@ -1,0 +1,167 @@
+"""Budget forcing inside one `transformers` `model.generate(...)` call.
+
+A logits processor runs the per-sequence `BudgetState` of every row: it takes the model's proposal
+(argmax, or a draw under the sampling settings), applies the rules, and leaves only the chosen
+token possible. `generate` then emits exactly that token and keeps its KV cache: a wait string or
+the forced answer prefix costs one ordinary decoding step per token, with no re-tokenising and no
+re-prefill. A stopping criterion ends rows whose answer budget is spent.
+
+Because the chosen token is the only one left, anything `generate` applies after the processor
+(temperature, top-p, ...) cannot change it; processors that run before it (a repetition penalty,
+say) shape the model's proposal, as they would in plain generation.
+
+    forcing = BudgetForcing(tokenizer, "s1", [Budget(max_thinking_tokens=512)] * len(prompts))
+    model.generate(**batch, **forcing.generate_kwargs())
+    results = forcing.results()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from .budget import Budget
+from .formats import FormatTokens, ThinkingFormat, get_format
+from .result import BudgetResult, to_result
+from .sampling import Sampling
+from .state import BudgetState
+
+DEFAULT_MAX_NEW_TOKENS = 32768  # s1's cap on a whole completion when a budget leaves it open
+
+
+def default_max_new_tokens(tokens: FormatTokens, budget: Budget) -> int:
+    """The longest completion `budget` allows, or DEFAULT_MAX_NEW_TOKENS when it is unbounded."""
+    if budget.max_thinking_tokens is None or budget.max_answer_tokens is None:
+        return DEFAULT_MAX_NEW_TOKENS
+    closing = max(len(tokens.force), len(tokens.close))
+    return max(1, budget.max_thinking_tokens + closing + budget.max_answer_tokens)
+
+
+class BudgetForcingLogitsProcessor(LogitsProcessor):
+    """Chooses every token of every unfinished row; one instance serves one `generate` call."""
+
+    def __init__(self, states: Sequence[BudgetState], sampling: Sampling, generator: torch.Generator | None = None):
+        self.states = list(states)
+        self.sampling = sampling
+        self.generator = generator
+        self._length: int | None = None
+        self._chosen: list[tuple[int, int]] = []  # (row, token) forced at the previous step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._check_alignment(input_ids, scores)
+        live = [row for row, state in enumerate(self.states) if not state.done]
+        if not live:
+            return scores
+        asking = [row for row in live if self.states[row].needs_proposal()]
+        proposals: dict[int, int] = {}
+        if asking:
+            index = torch.tensor(asking, device=scores.device)
+            picked = self.sampling.propose(scores[index], self.generator, input_ids[index])
+            proposals = dict(zip(asking, picked.tolist(), strict=True))
+        chosen = [self.states[row].advance(proposals.get(row)) for row in live]
+        self._chosen = list(zip(live, chosen, strict=True))
+        rows = torch.tensor(live, device=scores.device)
+        scores[rows] = float("-inf")
+        scores[rows, torch.tensor(chosen, device=scores.device)] = 0.0
+        return scores
+
+    def _check_alignment(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> None:
+        if scores.shape[0] != len(self.states):
+            raise ValueError(
+                f"budget forcing was set up for {len(self.states)} sequences but generate runs {scores.shape[0]} "
+                "rows: beam search and num_return_sequences>1 need one Budget per expanded row"
+            )
+        length = input_ids.shape[1]
+        if self._length is not None and length != self._length + 1:
+            raise RuntimeError("a BudgetForcing object serves a single generate() call; create a new one per call")
+        self._length = length
+        if self._chosen:
+            last = input_ids[:, -1].tolist()
+            for row, token in self._chosen:
+                if last[row] != token:
+                    raise RuntimeError(
+                        f"row {row}: generate emitted token {last[row]} where budget forcing chose {token}; "
+                        "another processor or sampler overrides the forced choice"
+                    )
+
+
+class BudgetStoppingCriteria(StoppingCriteria):
+    """Reports the rows whose budget state is finished (answer budget spent, or end-of-sequence)."""
+
+    def __init__(self, states: Sequence[BudgetState]):
+        self.states = list(states)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.tensor([state.done for state in self.states], dtype=torch.bool, device=input_ids.device)
+
+
+class BudgetForcing:
+    """Budget forcing for one batched `generate` call, one `Budget` per row.
+
+    Args:
+        tokenizer: the model's tokenizer; token ids of the format are read from it.
+        format: a preset name ("s1", "think"), a path to a format JSON, or a `ThinkingFormat`.
+        budgets: one per row of the batch (rows are the prompts, already ending with the opener).
+        sampling: how the model's proposals are drawn (greedy by default).
+        eos_token_ids: tokens that end a sequence; default: the tokenizer's end-of-sequence token.
+        max_new_tokens: a hard cap on each completion; default: the longest each budget allows.
+        generator: random generator for sampling (for reproducible draws).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        format: str | ThinkingFormat,
+        budgets: Sequence[Budget],
+        *,
+        sampling: Sampling | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        max_new_tokens: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        if isinstance(budgets, Budget):
+            raise TypeError("budgets must be a sequence with one Budget per row")
+        self.tokenizer = tokenizer
+        self.tokens = get_format(format).tokens(tokenizer, list(eos_token_ids) if eos_token_ids else None)
+        self.sampling = sampling or Sampling()
+        caps = [max_new_tokens or default_max_new_tokens(self.tokens, b) for b in budgets]
+        self.states = [BudgetState(self.tokens, b, cap) for b, cap in zip(budgets, caps, strict=True)]
+        self.max_new_tokens = max(caps)
+        self.processor = BudgetForcingLogitsProcessor(self.states, self.sampling, generator)
+        self.stopping = BudgetStoppingCriteria(self.states)
+
+    def generation_config(self) -> GenerationConfig:
+        """Greedy selection over the processor's one-hot choice; sampling happens in the processor."""
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = min(self.tokens.eos)
+        return GenerationConfig(
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=sorted(self.tokens.eos),
+            pad_token_id=pad,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `model.generate(input_ids=..., attention_mask=..., **these)`."""
+        return {
+            "generation_config": self.generation_config(),
+            "logits_processor": LogitsProcessorList([self.processor]),
+            "stopping_criteria": StoppingCriteriaList([self.stopping]),
+        }
+
+    def results(self) -> list[BudgetResult]:
+        """Per row: completion ids, thinking and answer text, counts, and how it ended."""
+        return [to_result(state.summary(), self.tokens, self.tokenizer) for state in self.states]

@@ -1,0 +1,76 @@
+"""The model's proposal of its next token, under the user's sampling settings.
+
+Budget forcing replaces a proposed end of thinking by the wait string, so the decoder must know the
+token the model would have chosen. It draws that token exactly as `transformers` plain generation
+does: the same warpers (temperature, top-k, top-p, min-p, in the same order), then argmax or a draw
+from the softmax. The probability the model gives to ending thinking therefore becomes the
+probability of a wait, instead of being spread over the other tokens as masking would do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings. `temperature=0` means greedy (argmax), as in vLLM and s1's evaluation."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def warpers(self) -> LogitsProcessorList:
+        """The warpers plain `generate(do_sample=True, ...)` builds for these settings, in its order."""
+        warpers = LogitsProcessorList()
+        if self.greedy:
+            return warpers
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k:
+            warpers.append(TopKLogitsWarper(top_k=self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=self.top_p))
+        if self.min_p is not None:
+            warpers.append(MinPLogitsWarper(min_p=self.min_p))
+        return warpers
+
+    def propose(
+        self, scores: torch.Tensor, generator: torch.Generator | None = None, input_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One proposed token per row of `scores` (rows x vocabulary), as plain generation picks it."""
+        if self.greedy:
+            return scores.argmax(dim=-1)
+        warped = self.warpers()(input_ids, scores.float())
+        probs = torch.softmax(warped, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """The distribution `propose` draws from (one-hot on the argmax when greedy); for tests and tools."""
+        if self.greedy:
+            return torch.nn.functional.one_hot(scores.argmax(dim=-1), scores.shape[-1]).to(scores.dtype)
+        return torch.softmax(self.warpers()(None, scores.float()), dim=-1)

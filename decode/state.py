@@ -1,0 +1,156 @@
+"""The per-sequence budget-forcing state machine, shared by every engine adapter.
+
+An adapter drives it one token at a time: when `needs_proposal()` the model's own choice of next
+token (argmax, or a sample under the user's sampling settings) is passed to `advance`, which
+applies the rules and returns the token to emit; otherwise `advance()` returns a forced token.
+
+The rules, with n thinking tokens so far:
+1. If n equals the maximum, the format's `force` string is emitted; thinking never exceeds it.
+2. Otherwise, if the proposed token ends thinking (end token or end-of-sequence) while n is below
+   the minimum or ignores remain, the wait string is emitted in its place (one ignore used). A wait
+   string that would cross the maximum is cut at it, and rule 1 applies.
+3. Otherwise the proposal is emitted. An allowed end token starts the answer; an allowed
+   end-of-sequence is replaced by the format's `close` string, so an answer still follows. The
+   answer ends at end-of-sequence or after `max_answer_tokens` model tokens.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from .budget import Budget
+from .formats import AFTER_END, AT_END, FormatTokens
+
+
+class Role(Enum):
+    """What an emitted token is, for counting."""
+
+    THOUGHT = "thought"  # chosen by the model while thinking
+    WAIT = "wait"  # injected wait string (counts as thinking)
+    CLOSING = "closing"  # forced string, before its end-of-thinking token
+    END = "end"  # the token that ends thinking
+    TAIL = "tail"  # forced string, after its end-of-thinking token
+    ANSWER = "answer"  # chosen by the model after thinking
+
+
+FINISH_EOS, FINISH_MAX_ANSWER, FINISH_LENGTH = "eos", "max_answer", "length"
+
+
+@dataclass
+class BudgetSummary:
+    """What happened to one sequence: the decoder's record, independent of any tokenizer."""
+
+    completion_ids: list[int]
+    thinking_tokens: int
+    answer_start: int | None  # index in completion_ids of the first token after the end of thinking
+    waits: int
+    forced_end: bool
+    finish_reason: str | None
+
+
+class BudgetState:
+    """Budget forcing for one sequence. See the module docstring for the rules."""
+
+    def __init__(self, tokens: FormatTokens, budget: Budget, max_new_tokens: int):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.tokens = tokens
+        self.budget = budget
+        self.max_new_tokens = max_new_tokens
+        self.completion: list[int] = []
+        self.thinking = 0
+        self.answer_tokens = 0
+        self.waits = 0
+        self.ignores_left = budget.num_ignore
+        self.forced_end = False
+        self.answer_start: int | None = None
+        self.finish_reason: str | None = None
+        self._queue: deque[tuple[int, Role]] = deque()
+        if budget.max_thinking_tokens == 0:
+            self._force_end()
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def thinking_phase(self) -> bool:
+        return self.answer_start is None
+
+    def needs_proposal(self) -> bool:
+        """Whether the next token depends on the model (False: it is forced, or the sequence is done)."""
+        return not self.done and not self._queue
+
+    def advance(self, proposal: int | None = None) -> int:
+        """Emit the next token and return it: the forced one, or `proposal` with the rules applied."""
+        if self.done:
+            raise RuntimeError("advance() on a finished sequence")
+        if self._queue:
+            token, role = self._queue.popleft()
+        elif proposal is None:
+            raise ValueError("the next token is not forced: advance() needs the model's proposal")
+        else:
+            token, role = self._apply_rules(int(proposal))
+        self._record(token, role)
+        return token
+
+    def summary(self) -> BudgetSummary:
+        return BudgetSummary(
+            completion_ids=list(self.completion),
+            thinking_tokens=self.thinking,
+            answer_start=self.answer_start,
+            waits=self.waits,
+            forced_end=self.forced_end,
+            finish_reason=self.finish_reason,
+        )
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def _apply_rules(self, proposal: int) -> tuple[int, Role]:
+        if not self.thinking_phase:
+            return proposal, Role.ANSWER
+        if proposal not in self.tokens.stops_thinking:
+            return proposal, Role.THOUGHT
+        if self.thinking < self.budget.min_thinking_tokens or self.ignores_left > 0:  # rule 2
+            self.ignores_left = max(0, self.ignores_left - 1)
+            self.waits += 1
+            self._queue.extend((t, Role.WAIT) for t in self.tokens.wait[1:])
+            return self.tokens.wait[0], Role.WAIT
+        if proposal in self.tokens.end:  # rule 3: a natural end of thinking
+            return proposal, Role.END
+        return self._start_forced(self.tokens.close)  # rule 3: end-of-sequence inside thinking
+
+    def _force_end(self) -> None:  # rule 1
+        self._queue.clear()  # drops what is left of a wait string cut at the maximum
+        self.forced_end = True
+        first = self._start_forced(self.tokens.force)
+        self._queue.appendleft(first)
+
+    def _start_forced(self, forced: tuple[tuple[int, str], ...]) -> tuple[int, Role]:
+        roles = {AT_END: Role.END, AFTER_END: Role.TAIL}
+        items = [(token, roles.get(pos, Role.CLOSING)) for token, pos in forced]
+        self._queue.extend(items[1:])
+        return items[0]
+
+    def _record(self, token: int, role: Role) -> None:
+        self.completion.append(token)
+        if role in (Role.THOUGHT, Role.WAIT):
+            self.thinking += 1
+            if self.thinking == self.budget.max_thinking_tokens:
+                self._force_end()
+        elif role is Role.END:
+            self.answer_start = len(self.completion)
+        elif role is Role.ANSWER:
+            self.answer_tokens += 1
+            if token in self.tokens.eos:
+                self.finish_reason = FINISH_EOS
+                return
+        max_answer = self.budget.max_answer_tokens
+        if not self.thinking_phase and not self._queue and max_answer is not None:
+            if self.answer_tokens >= max_answer:
+                self.finish_reason = FINISH_MAX_ANSWER
+                return
+        if len(self.completion) >= self.max_new_tokens:
+            self.finish_reason = FINISH_LENGTH
