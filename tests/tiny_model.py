@@ -38,15 +38,17 @@ def tiny_config(**overrides) -> Qwen2Config:
 
 
 @torch.no_grad()
-def build_tiny_model(biases: dict[int, float] | None = None, seed: int = 0, logit_std: float = 1.0) -> Qwen2ForCausalLM:
+def build_tiny_model(
+    biases: dict[int, float] | None = None, seed: int = 0, logit_std: float = 1.0, init_std: float = 0.02
+) -> Qwen2ForCausalLM:
     """A random tiny Qwen2 whose next-token logits have spread about `logit_std`, plus `biases`.
 
-    `biases` maps token id -> logit offset. Against 151,936 logits of spread 1, an offset near 4.6
-    makes a token the argmax at about half of the steps (greedy tests); near 11.5 it gets about a
-    third of the probability mass (sampling tests).
+    `biases` maps token id -> the mean logit that token gets. Against 151,936 logits of spread 1
+    (whose maximum is near 4.6), a mean near 4.5 makes a token the argmax at a fair share of steps
+    (greedy tests); near 11.5 it gets about a third of the probability mass (sampling tests).
     """
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(tiny_config()).eval()
+    model = Qwen2ForCausalLM(tiny_config(initializer_range=init_std)).eval()
     constant = 4.0
     model.model.embed_tokens.weight[:, 0] = constant
     for layer in model.model.layers:
@@ -61,17 +63,20 @@ def build_tiny_model(biases: dict[int, float] | None = None, seed: int = 0, logi
     head.mul_(logit_std / spread)
     level = hidden[:, 0].mean()  # the (nearly) constant dimension after the final norm
     for token, offset in (biases or {}).items():
-        head[token, 0] = offset / level
+        # Calibrated: the token's logit averages `offset` over the probe, whatever its random row gives.
+        head[token, 0] = (offset - (hidden @ head[token]).mean()) / level
     model.generation_config.eos_token_id = QWEN_EOS
     model.generation_config.pad_token_id = QWEN_PAD
     return model
 
 
-def save_tiny_model(folder: Path, tokenizer_dir: Path, biases: dict[int, float] | None = None, seed: int = 0) -> Path:
+def save_tiny_model(
+    folder: Path, tokenizer_dir: Path, biases: dict[int, float] | None = None, seed: int = 0, init_std: float = 0.02
+) -> Path:
     """Build, save (float32 safetensors) and copy the tokenizer beside it, so the folder loads as one."""
     from transformers import AutoTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    build_tiny_model(biases, seed).save_pretrained(folder)
+    build_tiny_model(biases, seed, init_std=init_std).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     return folder
