@@ -64,8 +64,11 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         asking = [row for row in live if self.states[row].needs_proposal()]
         proposals: dict[int, int] = {}
         if asking:
-            index = torch.tensor(asking, device=scores.device)
-            picked = self.sampling.propose(scores[index], self.generator, input_ids[index])
+            if len(asking) == scores.shape[0]:
+                picked = self.sampling.propose(scores, self.generator, input_ids)
+            else:
+                index = torch.tensor(asking, device=scores.device)
+                picked = self.sampling.propose(scores[index], self.generator, input_ids[index])
             proposals = dict(zip(asking, picked.tolist(), strict=True))
         chosen = [self.states[row].advance(proposals.get(row)) for row in live]
         self._chosen = list(zip(live, chosen, strict=True))
