@@ -1,1 +1,1 @@
-"""Placeholder: built by its own issue (see the README's roadmap)."""
+"""Curation: from a pool of questions to a small, hard, diverse training set like s1K (not built yet)."""

@@ -1,8 +1,8 @@
 """Budget forcing: control how long a reasoning model thinks, inside the engine's own decoding loop.
 
-    from decode import Budget, Sampling, generate
-    results = generate(model, tokenizer, ["What is 2+2?"], format="s1",
-                       budget=Budget(max_thinking_tokens=512, min_thinking_tokens=128))
+from decode import Budget, Sampling, generate
+results = generate(model, tokenizer, ["What is 2+2?"], format="s1",
+                   budget=Budget(max_thinking_tokens=512, min_thinking_tokens=128))
 """
 
 from .budget import Budget, BudgetError

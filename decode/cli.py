@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .budget import Budget, BudgetError
 from .formats import FormatError, get_format
-from .generate import ModelLoadError, generate, load_model, load_tokenizer
+from .generate import ModelLoadError, check_source, generate, load_model, load_tokenizer
 from .sampling import Sampling
 
 BUDGET_FIELDS = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
         fmt = fmt.with_wait(args.wait)
     rows = read_rows(args.input)
     budgets = row_budgets(rows, budget, args.input)
+    check_source(args.model, "model")
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
     model = load_model(args.model, args.dtype, args.device)

@@ -94,9 +94,7 @@ def get_format(spec: str | ThinkingFormat) -> ThinkingFormat:
             return ThinkingFormat(**fields)
         except TypeError as err:
             raise FormatError(f"{path}: {err} (fields: name, open, end, close, force, wait)") from None
-    raise FormatError(
-        f"unknown thinking format {spec!r}: expected one of {sorted(PRESETS)} or a path to a .json file"
-    )
+    raise FormatError(f"unknown thinking format {spec!r}: expected one of {sorted(PRESETS)} or a path to a .json file")
 
 
 # Where a token of a forced string stands relative to the end of thinking.
@@ -156,9 +154,7 @@ class FormatTokens:
             if any(t in eos for t in ids):
                 raise FormatError(f"{where}: {attr} string {getattr(fmt, attr)!r} contains end-of-sequence")
             cut = hits[0]
-            return tuple(
-                (t, BEFORE_END if i < cut else AT_END if i == cut else AFTER_END) for i, t in enumerate(ids)
-            )
+            return tuple((t, BEFORE_END if i < cut else AT_END if i == cut else AFTER_END) for i, t in enumerate(ids))
 
         wait = encode(fmt.wait)
         if any(t in end or t in eos for t in wait):

@@ -23,7 +23,8 @@ class ModelLoadError(ValueError):
     """A model or tokenizer that cannot be found or loaded."""
 
 
-def _check_source(name_or_path: str, what: str) -> None:
+def check_source(name_or_path: str, what: str) -> None:
+    """Refuse a path that does not exist; a hub id ("org/name") is left for the hub to resolve."""
     path = Path(name_or_path)
     looks_like_path = name_or_path.startswith((".", "/", "~")) or os.sep + os.sep in name_or_path
     hub_id = name_or_path.count("/") <= 1 and not looks_like_path
@@ -33,7 +34,7 @@ def _check_source(name_or_path: str, what: str) -> None:
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str | None = None) -> Any:
     """A causal LM from a local folder or a hub id (the hub is only tried for ids, never for paths)."""
-    _check_source(name_or_path, "model")
+    check_source(name_or_path, "model")
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     except (OSError, ValueError) as err:
@@ -42,7 +43,7 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str
 
 
 def load_tokenizer(name_or_path: str) -> Any:
-    _check_source(name_or_path, "tokenizer")
+    check_source(name_or_path, "tokenizer")
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
@@ -91,7 +92,7 @@ def generate(
     prompts: Sequence[Prompt],
     *,
     format: str | ThinkingFormat = "s1",
-    budget: Budget | Sequence[Budget] = Budget(),
+    budget: Budget | Sequence[Budget] | None = None,
     sampling: Sampling | None = None,
     batch_size: int = 8,
     max_new_tokens: int | None = None,
@@ -106,7 +107,7 @@ def generate(
         prompts: strings (used as they are) or chat messages (rendered by the chat template);
             the format's opener is appended to each.
         format: "s1", "think", a path to a format JSON, or a `ThinkingFormat`.
-        budget: one `Budget` for all prompts, or one per prompt.
+        budget: one `Budget` for all prompts, or one per prompt (None: no budget).
         sampling: `Sampling(temperature=..., top_p=..., top_k=...)`; greedy by default.
         batch_size: prompts per `generate` call (left-padded).
         max_new_tokens: hard cap per completion; default: the longest the budget allows.
@@ -121,6 +122,7 @@ def generate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     fmt = get_format(format)
+    budget = Budget() if budget is None else budget
     budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
     if len(budgets) != len(prompts):
         raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")

@@ -62,20 +62,33 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         if not live:
             return scores
         asking = [row for row in live if self.states[row].needs_proposal()]
-        proposals: dict[int, int] = {}
-        if asking:
-            if len(asking) == scores.shape[0]:
-                picked = self.sampling.propose(scores, self.generator, input_ids)
-            else:
-                index = torch.tensor(asking, device=scores.device)
-                picked = self.sampling.propose(scores[index], self.generator, input_ids[index])
-            proposals = dict(zip(asking, picked.tolist(), strict=True))
+        if self.sampling.greedy:
+            # One argmax over the batch serves as every row's proposal, and as what generate will pick.
+            best = scores.argmax(dim=-1).tolist()
+            proposals = {row: best[row] for row in asking}
+        else:
+            proposals = self._sample(asking, input_ids, scores)
         chosen = [self.states[row].advance(proposals.get(row)) for row in live]
         self._chosen = list(zip(live, chosen, strict=True))
-        rows = torch.tensor(live, device=scores.device)
-        scores[rows] = float("-inf")
-        scores[rows, torch.tensor(chosen, device=scores.device)] = 0.0
+        # Leave only the chosen token possible. Under greedy decoding a row whose choice is already
+        # its argmax needs nothing: generate's own argmax picks it from the untouched scores.
+        force = [(r, t) for r, t in self._chosen if not self.sampling.greedy or t != best[r]]
+        if force:
+            rows = torch.tensor([r for r, _ in force], device=scores.device)
+            tokens = torch.tensor([t for _, t in force], device=scores.device)
+            scores[rows] = float("-inf")
+            scores[rows, tokens] = 0.0
         return scores
+
+    def _sample(self, asking: list[int], input_ids: torch.LongTensor, scores: torch.FloatTensor) -> dict[int, int]:
+        if not asking:
+            return {}
+        if len(asking) == scores.shape[0]:
+            picked = self.sampling.propose(scores, self.generator, input_ids)
+        else:
+            index = torch.tensor(asking, device=scores.device)
+            picked = self.sampling.propose(scores[index], self.generator, input_ids[index])
+        return dict(zip(asking, picked.tolist(), strict=True))
 
     def _check_alignment(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> None:
         if scores.shape[0] != len(self.states):

@@ -148,9 +148,9 @@ class BudgetState:
                 self.finish_reason = FINISH_EOS
                 return
         max_answer = self.budget.max_answer_tokens
-        if not self.thinking_phase and not self._queue and max_answer is not None:
-            if self.answer_tokens >= max_answer:
-                self.finish_reason = FINISH_MAX_ANSWER
-                return
+        answering = not self.thinking_phase and not self._queue
+        if answering and max_answer is not None and self.answer_tokens >= max_answer:
+            self.finish_reason = FINISH_MAX_ANSWER
+            return
         if len(self.completion) >= self.max_new_tokens:
             self.finish_reason = FINISH_LENGTH

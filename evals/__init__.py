@@ -1,1 +1,1 @@
-"""Placeholder: built by its own issue (see the README's roadmap)."""
+"""Evaluation: benchmarks, answer grading, control methods, metrics and plots (not built yet)."""

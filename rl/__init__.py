@@ -1,1 +1,1 @@
-"""Placeholder: built by its own issue (see the README's roadmap)."""
+"""LCPO: reinforcement learning that teaches a model to obey a budget given in the prompt (not built yet)."""

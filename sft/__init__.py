@@ -1,1 +1,1 @@
-"""Placeholder: built by its own issue (see the README's roadmap)."""
+"""Supervised fine-tuning on long reasoning traces in a thinking format (not built yet)."""

@@ -36,7 +36,9 @@ def tokenizers() -> dict[str, object]:
 @pytest.fixture(scope="session")
 def greedy_models() -> dict[str, torch.nn.Module]:
     """Per preset, a tiny model in float64 (so cached and recomputed logits agree far below any gap)."""
-    return {fmt: build_tiny_model(GREEDY_BIASES[fmt], seed=1, init_std=GREEDY_INIT_STD).double() for fmt in TOKENIZER_OF}
+    return {
+        fmt: build_tiny_model(GREEDY_BIASES[fmt], seed=1, init_std=GREEDY_INIT_STD).double() for fmt in TOKENIZER_OF
+    }
 
 
 @pytest.fixture(scope="session")

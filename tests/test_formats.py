@@ -45,8 +45,13 @@ def test_think_preset_refused_where_end_is_not_one_token(tokenizers):
     ],
 )
 def test_custom_format_that_does_not_tokenize_is_refused(tokenizers, fields, message):
-    base = dict(name="custom", open="<|im_start|>think\n", end=("<|im_start|>",),
-                close="<|im_start|>answer\n", force="\n<|im_start|>answer\nFinal Answer:")
+    base = dict(
+        name="custom",
+        open="<|im_start|>think\n",
+        end=("<|im_start|>",),
+        close="<|im_start|>answer\n",
+        force="\n<|im_start|>answer\nFinal Answer:",
+    )
     with pytest.raises(FormatError, match=message):
         ThinkingFormat(**{**base, **fields}).tokens(tokenizers["s1"])
 
@@ -57,8 +62,9 @@ def test_custom_format_from_strings_and_json(tokenizers, tmp_path):
     ft = fmt.tokens(tokenizers["think"])
     assert tokenizers["think"].decode(list(ft.wait)) == "Hmm"
     path = tmp_path / "mine.json"
-    path.write_text(json.dumps({"open": "<think>\n", "end": ["</think>"], "close": "</think>\n",
-                                "force": "\n</think>\nAnswer:"}))
+    path.write_text(
+        json.dumps({"open": "<think>\n", "end": ["</think>"], "close": "</think>\n", "force": "\n</think>\nAnswer:"})
+    )
     loaded = get_format(str(path))
     assert loaded.name == "mine" and loaded.end == ("</think>",) and loaded.wait == "Wait"
 

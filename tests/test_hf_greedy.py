@@ -97,7 +97,10 @@ def test_long_wait_string_cut_at_maximum_matches_reference(greedy_models, tokeni
 def test_results_split_thinking_and_answer(greedy_models, tokenizers):
     model, tokenizer = greedy_models["s1"], tokenizers["s1"]
     [forced, natural] = generate(
-        model, tokenizer, PROMPTS[:2], budget=[Budget(min_thinking_tokens=5, max_thinking_tokens=5, max_answer_tokens=4), Budget()],
+        model,
+        tokenizer,
+        PROMPTS[:2],
+        budget=[Budget(min_thinking_tokens=5, max_thinking_tokens=5, max_answer_tokens=4), Budget()],
         max_new_tokens=CAP,
     )
     text = tokenizer.decode(forced.completion_ids)

@@ -58,8 +58,14 @@ def sample_first_tokens(model, tokenizer, sampling, seed):
     firsts, waits = [], []
     for i in range(N // BATCH):
         results = generate(
-            model, tokenizer, [PROMPT] * BATCH, budget=Budget(min_thinking_tokens=5),
-            sampling=sampling, batch_size=BATCH, max_new_tokens=1, seed=seed + 1000 * i,
+            model,
+            tokenizer,
+            [PROMPT] * BATCH,
+            budget=Budget(min_thinking_tokens=5),
+            sampling=sampling,
+            batch_size=BATCH,
+            max_new_tokens=1,
+            seed=seed + 1000 * i,
         )
         firsts += [r.completion_ids[0] for r in results]
         waits += [r.waits for r in results]
@@ -115,8 +121,12 @@ def test_wait_rate_equals_end_probability_and_masking_fails(sampling, biases, to
 
 def test_sampling_is_reproducible_with_a_seed(sampling_model, tokenizers):
     tokenizer = tokenizers["s1"]
-    kwargs = dict(budget=Budget(min_thinking_tokens=4, max_thinking_tokens=12, max_answer_tokens=4),
-                  sampling=Sampling(temperature=0.9, top_p=0.95), batch_size=4, seed=3)
+    kwargs = dict(
+        budget=Budget(min_thinking_tokens=4, max_thinking_tokens=12, max_answer_tokens=4),
+        sampling=Sampling(temperature=0.9, top_p=0.95),
+        batch_size=4,
+        seed=3,
+    )
     a = generate(sampling_model, tokenizer, [PROMPT] * 4, **kwargs)
     b = generate(sampling_model, tokenizer, [PROMPT] * 4, **kwargs)
     assert [r.completion_ids for r in a] == [r.completion_ids for r in b]

@@ -209,7 +209,10 @@ def test_state_machine_matches_reference_on_hundreds_of_budgets():
         natural = summary.answer_start is not None and not summary.forced_end
         seen["natural"] += natural and summary.completion_ids[summary.answer_start - 1 :][:2] != [2, 4]
         seen["closed_after_eos"] += natural and summary.completion_ids[summary.answer_start - 1 :][:2] == [2, 4]
-        seen["cut_wait"] += summary.forced_end and summary.thinking_tokens > 0 and summary.completion_ids[
-            summary.thinking_tokens - 1] in (8, 9)
+        seen["cut_wait"] += (
+            summary.forced_end
+            and summary.thinking_tokens > 0
+            and summary.completion_ids[summary.thinking_tokens - 1] in (8, 9)
+        )
         seen["capped"] += summary.finish_reason == "length"
     assert min(seen.values()) >= 10, seen  # every path was really taken

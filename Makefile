@@ -1,0 +1,29 @@
+# The front door. `make install` then `make test`; each stage has its own target.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines: this pin takes the local CPU wheel and keeps pip from pulling CUDA torch.
+# GPU machines: the same pin gets the CUDA build from PyPI; override to pick another.
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev
+
+.PHONY: install test lint bench curate sft rl eval demo
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+
+test:
+	$(PY) -m pytest
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench:
+	$(PY) bench/bench_decode.py
+
+curate sft rl eval demo:
+	@echo "make $@: not built yet (see the roadmap in README.md)" >&2
+	@exit 2
