@@ -10,10 +10,11 @@ Every method generates the same tokens for the same prompts (checked), so only t
 
 The model is biased so that it tries to end its thinking at every step; `num_ignore=W` turns the
 first W attempts into waits, then thinking ends, and the answer runs to N tokens in all. The wait is
-s1's "Wait" (one token) and, to show the other side, an 8-token sentence. Greedy decoding. Medians
-over repeats; ratios against plain.
+s1's "Wait" (one token) and, to show the other side, an 8-token sentence. Each run starts either
+right after the question or after `--contexts` tokens of earlier thinking (where s1's waits come,
+and what every re-prompt re-reads). Greedy decoding. Medians over repeats; ratios against plain.
 
-    python bench/bench_decode.py [--repeats 5] [--tokens 160] [--json bench/results/decode.json]
+    python bench/bench_decode.py [--repeats 7] [--tokens 160] [--contexts 0 2048] [--json bench/results/decode.json]
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ def reference(model, tokens, rows, budget, cap):
     return [reference_generate(next_logits, r, tokens, budget, cap).completion_ids for r in rows]
 
 
-def interleaved(methods: dict, repeats: int) -> dict[str, tuple[float, object]]:
-    """Median seconds and last output of each method, run in rotation so drifts in machine load
-    fall on all of them alike."""
+def interleaved(methods: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Seconds per repeat and the last output of each method, run in rotation so that drifts in
+    machine load fall on all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     outputs: dict[str, object] = {}
     for _ in range(repeats):
@@ -131,16 +132,30 @@ def interleaved(methods: dict, repeats: int) -> dict[str, tuple[float, object]]:
             start = time.perf_counter()
             outputs[name] = fn()
             times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), outputs[name]) for name in methods}
+    return times, outputs
 
 
-def measure(model, tokenizer, wait: str, waits: int, batch: int, n_tokens: int, repeats: int, ref_repeats: int):
+def paired_ratio(times: list[float], base: list[float]) -> float:
+    """Median over repeats of (method / plain) timed side by side: steadier than a ratio of medians."""
+    return statistics.median(t / b for t, b in zip(times, base, strict=True))
+
+
+def thinking_so_far(tokenizer, n: int) -> list[int]:
+    """n tokens of earlier reasoning: in s1, waits come after thousands of thinking tokens, and each
+    re-prompt re-reads all of them."""
+    text = " ".join(QUESTIONS) + " Let me work through each of these carefully, checking every step. "
+    ids = tokenizer(text)["input_ids"]
+    return (ids * (n // len(ids) + 1))[:n]
+
+
+def measure(model, tokenizer, wait, waits, batch, context, n_tokens, repeats, ref_repeats):
     fmt = get_format("s1").with_wait(wait)
     tokens = fmt.tokens(tokenizer)
     pad = tokenizer.pad_token_id
-    rows = [prompt_ids(tokenizer, [{"role": "user", "content": q}], fmt) for q in QUESTIONS[:batch]]
+    earlier = thinking_so_far(tokenizer, context)
+    rows = [prompt_ids(tokenizer, [{"role": "user", "content": q}], fmt) + earlier for q in QUESTIONS[:batch]]
     budget = Budget(num_ignore=waits, max_answer_tokens=n_tokens - waits * len(tokens.wait) - 1)
-    runs = interleaved(
+    times, outputs = interleaved(
         {
             "plain": lambda: plain(model, rows, n_tokens, pad),
             "forced": lambda: forced(model, tokenizer, fmt, rows, budget, pad),
@@ -148,36 +163,43 @@ def measure(model, tokenizer, wait: str, waits: int, batch: int, n_tokens: int, 
         },
         repeats,
     )
-    runs.update(interleaved({"reference": lambda: reference(model, tokens, rows, budget, n_tokens)}, ref_repeats))
-    outputs = {name: out for name, (_, out) in runs.items()}
-    assert outputs["forced"] == outputs["reprompt"] == outputs["reference"], "methods disagree"
+    ref_times, ref_outputs = interleaved(
+        {
+            "plain": lambda: plain(model, rows, n_tokens, pad),
+            "reference": lambda: reference(model, tokens, rows, budget, n_tokens),
+        },
+        ref_repeats,
+    )
+    assert outputs["forced"] == outputs["reprompt"] == ref_outputs["reference"], "methods disagree"
     assert all(len(o) == n_tokens for o in outputs["forced"] + outputs["plain"])
-    base = runs["plain"][0]
     return dict(
         batch=batch,
+        context=context,
         wait_tokens=len(tokens.wait),
         waits=waits,
         tokens=n_tokens,
-        plain_s=base,
-        forced_ratio=runs["forced"][0] / base,
-        reprompt_ratio=runs["reprompt"][0] / base,
-        reference_ratio=runs["reference"][0] / base,
+        plain_s=statistics.median(times["plain"]),
+        forced_ratio=paired_ratio(times["forced"], times["plain"]),
+        reprompt_ratio=paired_ratio(times["reprompt"], times["plain"]),
+        reference_ratio=paired_ratio(ref_times["reference"], ref_times["plain"]),
     )
 
 
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=160, help="generated tokens per sequence")
-    parser.add_argument("--waits", type=int, nargs="+", default=[0, 2, 8])
+    parser.add_argument("--waits", type=int, nargs="+", default=[0, 2, 8, 32])
     parser.add_argument("--long-waits", type=int, nargs="*", default=[8], help="waits with the 8-token string")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--contexts", type=int, nargs="+", default=[0, 2048], help="tokens of earlier thinking before the measured run"
+    )
     parser.add_argument("--reference-repeats", type=int, default=1, help="the reference is slow")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(torch.get_num_threads())
 
     from transformers import AutoTokenizer
 
@@ -185,19 +207,24 @@ def main() -> None:
     model = build_tiny_model({IM_START: 30.0}, seed=0)  # always tries to end thinking
     figures = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"{args.tokens} generated tokens per sequence; times are medians, ratios medians of paired ratios to plain")
     print(
-        f"{'batch':>5} {'wait':>6} {'waits':>5} {'tokens':>6} | {'plain s':>8} {'forced':>7} {'reprompt':>8} "
+        f"{'batch':>5} {'context':>7} {'wait':>6} {'waits':>5} | {'plain s':>8} {'forced':>7} {'reprompt':>8} "
         f"{'reference':>9}"
     )
     configs = [("Wait", w) for w in args.waits] + [(LONG_WAIT, w) for w in args.long_waits]
-    for batch in args.batches:
-        for wait, waits in configs:
-            row = measure(model, tokenizer, wait, waits, batch, args.tokens, args.repeats, args.reference_repeats)
-            figures.append(row)
-            print(
-                f"{batch:>5} {row['wait_tokens']:>4}tk {waits:>5} {args.tokens:>6} | {row['plain_s']:>8.3f} "
-                f"{row['forced_ratio']:>6.3f}x {row['reprompt_ratio']:>7.3f}x {row['reference_ratio']:>8.2f}x"
-            )
+    for context in args.contexts:
+        for batch in args.batches:
+            for wait, waits in configs:
+                row = measure(
+                    model, tokenizer, wait, waits, batch, context, args.tokens, args.repeats, args.reference_repeats
+                )
+                figures.append(row)
+                print(
+                    f"{batch:>5} {context:>7} {row['wait_tokens']:>4}tk {waits:>5} | {row['plain_s']:>8.3f} "
+                    f"{row['forced_ratio']:>6.3f}x {row['reprompt_ratio']:>7.3f}x {row['reference_ratio']:>8.2f}x",
+                    flush=True,
+                )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

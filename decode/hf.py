@@ -32,7 +32,7 @@ from transformers import (
 from .budget import Budget
 from .formats import FormatTokens, ThinkingFormat, get_format
 from .result import BudgetResult, to_result
-from .sampling import Sampling
+from .sampling import Sampling, first_argmax
 from .state import BudgetState
 
 DEFAULT_MAX_NEW_TOKENS = 32768  # s1's cap on a whole completion when a budget leaves it open
@@ -64,7 +64,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         asking = [row for row in live if self.states[row].needs_proposal()]
         if self.sampling.greedy:
             # One argmax over the batch serves as every row's proposal, and as what generate will pick.
-            best = scores.argmax(dim=-1).tolist()
+            best = first_argmax(scores).tolist()
             proposals = {row: best[row] for row in asking}
         else:
             proposals = self._sample(asking, input_ids, scores)

@@ -21,6 +21,27 @@ from transformers.generation.logits_process import (
 )
 
 
+def first_argmax(scores: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """`scores.argmax(dim=-1)`, the same index (ties go to the first), several times faster on CPU.
+
+    On the CPU, PyTorch's argmax over a long last dimension is not vectorised: on a 150K vocabulary
+    it costs about 0.3 ms a row, a few percent of a small model's decoding step. Block
+    maxima (`amax`, vectorised) find the first block holding the row's maximum, and argmax runs only
+    inside that block.
+    """
+    rows, vocab = scores.shape
+    if vocab <= 4 * block or scores.device.type != "cpu":  # GPU argmax is already parallel
+        return scores.argmax(dim=-1)
+    full = vocab // block * block
+    maxima = scores[:, :full].view(rows, -1, block).amax(dim=-1)
+    if full < vocab:
+        maxima = torch.cat([maxima, scores[:, full:].amax(dim=-1, keepdim=True)], dim=1)
+    start = maxima.argmax(dim=-1) * block
+    window = (start[:, None] + torch.arange(block, device=scores.device)).clamp_max(vocab - 1)
+    # Clamping repeats the last index in a short final block; argmax keeps the first of equal values.
+    return start + scores.gather(1, window).argmax(dim=-1)
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Sampling settings. `temperature=0` means greedy (argmax), as in vLLM and s1's evaluation."""
@@ -64,7 +85,7 @@ class Sampling:
     ) -> torch.Tensor:
         """One proposed token per row of `scores` (rows x vocabulary), as plain generation picks it."""
         if self.greedy:
-            return scores.argmax(dim=-1)
+            return first_argmax(scores)
         probs = torch.softmax(self.warpers()(input_ids, scores.float()).double(), dim=-1)
         # Inverse-CDF draw: exact like torch.multinomial, and about 20x faster on a 150K vocabulary.
         # right=True never lands on a zero-probability token (its CDF step is flat).

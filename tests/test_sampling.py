@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from decode import Budget, Sampling, generate, get_format, prompt_ids
+from decode.sampling import first_argmax
 from tests.conftest import IM_START
 from tests.tiny_model import QWEN_EOS, build_tiny_model
 
@@ -133,3 +134,19 @@ def test_sampling_is_reproducible_with_a_seed(sampling_model, tokenizers):
     assert len({tuple(r.completion_ids) for r in a}) > 1  # it does sample
     for r in a:
         assert 4 <= r.thinking_tokens <= 12
+
+
+@pytest.mark.parametrize("vocab", [7, 2048, 151936, 151643 + 1])
+def test_first_argmax_matches_torch_argmax_ties_included(vocab):
+    """The greedy proposal must be generate's own argmax, first index on ties, on any vocabulary size."""
+    g = torch.Generator().manual_seed(vocab)
+    scores = torch.randn(6, vocab, generator=g)
+    scores[1] = scores[1].round()  # many ties, across blocks
+    scores[2] = 0.0  # all equal: index 0
+    scores[3] = float("-inf")
+    scores[3, -1] = 1.0  # the maximum in the last (short) block
+    scores[4, vocab // 2 :] = scores[4].max() + 1  # ties from the middle on
+    scores[5] = float("-inf")  # nothing allowed: argmax is index 0
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        x = scores.to(dtype)
+        assert torch.equal(first_argmax(x), x.argmax(dim=-1))
