@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 # CPU machines: this pin takes the local CPU wheel and keeps pip from pulling CUDA torch.
 # GPU machines: the same pin gets the CUDA build from PyPI; override to pick another.
 TORCH ?= torch==2.13.0
+RECIPE ?=
 EXTRAS ?= dev
 
 .PHONY: install test lint bench curate sft rl eval demo
@@ -24,6 +25,15 @@ lint:
 bench:
 	$(PY) bench/bench_decode.py
 
-curate sft rl eval demo:
+# Without RECIPE: the small offline default on a tiny random model (built here on first use).
+eval:
+ifeq ($(RECIPE),)
+	@test -f runs/models/tiny-s1/config.json || $(PY) -m tests.tiny_model runs/models/tiny-s1
+	$(PY) -m evals recipes/eval/default.yaml
+else
+	$(PY) -m evals $(RECIPE)
+endif
+
+curate sft rl demo:
 	@echo "make $@: not built yet (see the roadmap in README.md)" >&2
 	@exit 2

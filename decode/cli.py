@@ -3,7 +3,8 @@
 Each input line is a JSON object with a `prompt` (a string, or a list of chat messages) and,
 optionally, per-row budget fields (`max_thinking_tokens`, `min_thinking_tokens`, `num_ignore`,
 `max_answer_tokens`) that override the command line. Each output line repeats the input and adds
-`completion_ids`, `thinking`, `answer`, `thinking_tokens`, `waits`, `forced_end`, `finish_reason`.
+`completion_ids`, `thinking`, `answer`, `thinking_tokens`, `answer_tokens`, `waits`, `forced_end`,
+`finish_reason`.
 
 Everything is checked before the model loads; bad input writes nothing. Progress goes to
 `OUTPUT.partial` after every batch, so an interrupted run started again with the same arguments

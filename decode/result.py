@@ -19,6 +19,7 @@ class BudgetResult:
         answer: text after the end of thinking, without the format's header ("answer\\n" in s1)
             and without end-of-sequence; "" when thinking never ended.
         thinking_tokens: number of thinking tokens.
+        answer_tokens: number of tokens after the end of thinking, end-of-sequence excluded.
         waits: wait strings injected.
         forced_end: whether the maximum budget forced the end of thinking.
         finish_reason: "eos", "max_answer" (answer budget spent) or "length" (hard cap reached).
@@ -28,6 +29,7 @@ class BudgetResult:
     thinking: str
     answer: str
     thinking_tokens: int
+    answer_tokens: int
     waits: int
     forced_end: bool
     finish_reason: str | None
@@ -40,6 +42,7 @@ def to_result(summary: BudgetSummary, tokens: FormatTokens, tokenizer: Any) -> B
     ids = summary.completion_ids
     thinking = tokenizer.decode(ids[: summary.thinking_tokens])
     answer = ""
+    answer_ids: list[int] = []
     if summary.answer_start is not None:
         answer_ids = [t for t in ids[summary.answer_start :] if t not in tokens.eos]
         answer = tokenizer.decode(answer_ids)
@@ -50,6 +53,7 @@ def to_result(summary: BudgetSummary, tokens: FormatTokens, tokenizer: Any) -> B
         thinking=thinking,
         answer=answer,
         thinking_tokens=summary.thinking_tokens,
+        answer_tokens=len(answer_ids),
         waits=summary.waits,
         forced_end=summary.forced_end,
         finish_reason=summary.finish_reason,

@@ -80,3 +80,24 @@ def save_tiny_model(
     build_tiny_model(biases, seed, init_std=init_std).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     return folder
+
+
+def main() -> None:
+    """`python -m tests.tiny_model OUT`: a tiny random s1-format model for `make eval`'s default recipe."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "--tokenizer", type=Path, default=Path(__file__).resolve().parents[2] / "shared/tokenizers/qwen2.5"
+    )
+    args = parser.parse_args()
+    if not (args.tokenizer / "tokenizer.json").is_file():
+        raise SystemExit(f"error: tokenizer {args.tokenizer} not found (pass --tokenizer)")
+    # Ends its thinking (<|im_start|>) and its answer (end-of-sequence) often, like the test fixtures.
+    save_tiny_model(args.out, args.tokenizer, {151644: 3.3, QWEN_EOS: 3.5}, seed=1, init_std=0.3)
+    print(f"tiny model saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

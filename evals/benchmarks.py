@@ -1,0 +1,209 @@
+"""Benchmarks: where the questions come from and how their rows are read.
+
+A benchmark is data, not code: a preset names its hub copy and field names, and a recipe may point
+it at a local file (JSONL, JSON list, parquet) or describe a new benchmark the same way. GPQA-style
+multiple choice is turned into a question with lettered options, shuffled with a fixed seed per
+question so every run asks the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+LETTERS = "ABCDEFGHIJ"
+
+
+class BenchmarkError(ValueError):
+    """A benchmark that cannot be found or read, or a row without the fields the recipe names."""
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark's rows are and what their fields are called.
+
+    Attributes:
+        name: the name used in reports.
+        path: a local JSONL / JSON (a list of objects) / parquet file; preferred over `hub`.
+        hub: a `datasets` hub id, with `config` and `split`.
+        question, answer, id: field names. For `kind: gpqa`, `answer` is the correct option and
+            `options` the incorrect ones.
+        kind: "math" (graded with math-verify), "choice" (`answer` holds the letter, options are
+            already in the question) or "gpqa" (options shuffled into the question, seeded).
+        options: the incorrect-option fields of a `gpqa` benchmark.
+        limit: use only the first `limit` rows.
+        seed: the seed of the option shuffle.
+    """
+
+    name: str
+    path: str | None = None
+    hub: str | None = None
+    config: str | None = None
+    split: str = "test"
+    question: str = "problem"
+    answer: str = "answer"
+    id: str | None = "id"
+    kind: str = "math"
+    options: tuple[str, ...] = ()
+    limit: int | None = None
+    seed: int = 0
+
+
+PRESETS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in (
+        BenchmarkSpec("aime24", hub="HuggingFaceH4/aime_2024", split="train"),
+        BenchmarkSpec("aime25", hub="math-ai/aime25", split="test"),
+        BenchmarkSpec("math500", hub="HuggingFaceH4/MATH-500", split="test", id="unique_id"),
+        BenchmarkSpec("amc23", hub="math-ai/amc23", split="test", question="question"),
+        BenchmarkSpec(
+            "gpqa_diamond",
+            hub="Idavidrein/gpqa",
+            config="gpqa_diamond",
+            split="train",
+            question="Question",
+            answer="Correct Answer",
+            id="Record ID",
+            kind="gpqa",
+            options=("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question, ready to ask: `question` holds the options of a multiple-choice problem."""
+
+    benchmark: str
+    id: str
+    question: str
+    gold: str
+    kind: str  # "math" or "choice"
+    letters: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def resolve_spec(entry: str | dict[str, Any]) -> BenchmarkSpec:
+    """A recipe entry: a preset name, or a mapping (a preset's `name` with overrides, or a new one)."""
+    if isinstance(entry, str):
+        if entry not in PRESETS:
+            raise BenchmarkError(f"unknown benchmark {entry!r}: presets are {', '.join(PRESETS)}, or give a mapping")
+        return PRESETS[entry]
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise BenchmarkError(f"a benchmark must be a preset name or a mapping with a 'name', got {entry!r}")
+    known = set(BenchmarkSpec.__dataclass_fields__)
+    unknown = set(entry) - known
+    if unknown:
+        raise BenchmarkError(f"benchmark {entry['name']!r}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = dict(entry)
+    if "options" in values:
+        values["options"] = tuple(values["options"])
+    base = PRESETS.get(entry["name"])
+    spec = replace(base, **values) if base else BenchmarkSpec(**values)
+    if spec.kind not in ("math", "choice", "gpqa"):
+        raise BenchmarkError(f"benchmark {spec.name!r}: kind must be math, choice or gpqa, got {spec.kind!r}")
+    if spec.path is None and spec.hub is None:
+        raise BenchmarkError(f"benchmark {spec.name!r}: give a local 'path' or a 'hub' id")
+    return spec
+
+
+def read_rows(spec: BenchmarkSpec, root: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(where, row) pairs: `where` names the file and line (or index) for error messages."""
+    if spec.path is None:
+        return _hub_rows(spec)
+    path = Path(spec.path)
+    if root is not None and not path.is_absolute():
+        path = root / path
+    if not path.is_file():
+        raise BenchmarkError(f"benchmark {spec.name!r}: file {path} does not exist")
+    if path.suffix == ".parquet":
+        import datasets
+
+        rows = datasets.Dataset.from_parquet(str(path)).to_list()
+        return [(f"{path}: row {i + 1}", row) for i, row in enumerate(rows)]
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BenchmarkError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, list):
+            raise BenchmarkError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+        return [(f"{path}: item {i + 1}", row) for i, row in enumerate(data)]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"{path}: line {number}", json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise BenchmarkError(f"{path}: line {number}: not valid JSON ({err.msg})") from None
+    return rows
+
+
+def _hub_rows(spec: BenchmarkSpec) -> list[tuple[str, dict[str, Any]]]:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(spec.hub, spec.config, split=spec.split)
+    except Exception as err:  # offline, gated, or missing: say which, and the way around it
+        raise BenchmarkError(
+            f"benchmark {spec.name!r}: could not load {spec.hub} ({type(err).__name__}: {err}); "
+            "offline or gated? give a local 'path' in the recipe"
+        ) from None
+    return [(f"{spec.hub} row {i + 1}", row) for i, row in enumerate(data)]
+
+
+def _text(value: Any) -> str:
+    """A gold answer as text: 27.0 -> "27", a list of answers -> joined."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value)
+    return str(value).strip()
+
+
+def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem]:
+    """The benchmark's problems, checked: every row must have the fields the spec names."""
+    rows = read_rows(spec, root)
+    if spec.limit is not None:
+        rows = rows[: spec.limit]
+    problems = []
+    seen: set[str] = set()
+    for index, (where, row) in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BenchmarkError(f"{where}: expected an object, got {type(row).__name__}")
+        needed = [spec.question, spec.answer, *spec.options]
+        missing = [name for name in needed if row.get(name) in (None, "")]
+        if missing:
+            raise BenchmarkError(
+                f"{where}: missing field(s) {missing} (benchmark {spec.name!r} reads question={spec.question!r}, "
+                f"answer={spec.answer!r}); the row has {sorted(row)}"
+            )
+        pid = _text(row[spec.id]) if spec.id and row.get(spec.id) not in (None, "") else str(index)
+        if pid in seen:
+            raise BenchmarkError(f"{where}: duplicate id {pid!r} in benchmark {spec.name!r}")
+        seen.add(pid)
+        question, gold = str(row[spec.question]).strip(), _text(row[spec.answer])
+        if spec.kind == "math":
+            problems.append(Problem(spec.name, pid, question, gold, "math"))
+        elif spec.kind == "choice":
+            problems.append(Problem(spec.name, pid, question, gold.upper(), "choice", LETTERS[:4]))
+        else:
+            problems.append(_shuffled_choice(spec, pid, question, gold, [_text(row[o]) for o in spec.options]))
+    return problems
+
+
+def _shuffled_choice(spec: BenchmarkSpec, pid: str, question: str, correct: str, wrong: list[str]) -> Problem:
+    """GPQA's options in a fixed per-question order (seeded by the spec's seed and the id)."""
+    options = [correct, *wrong]
+    order = list(range(len(options)))
+    random.Random(f"{spec.seed}:{spec.name}:{pid}").shuffle(order)
+    letters = LETTERS[: len(options)]
+    lines = [f"{letters[k]}) {options[i]}" for k, i in enumerate(order)]
+    gold = letters[order.index(0)]
+    return Problem(spec.name, pid, question + "\n\n" + "\n".join(lines), gold, "choice", letters)

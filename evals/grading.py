@@ -1,0 +1,238 @@
+"""Grading model answers: extraction in this process, math-verify in worker processes.
+
+Model output is untrusted, and math-verify parses it with sympy: a crafted or unlucky answer can
+hang the parser or exhaust memory. math-verify's own timeouts rely on `signal.alarm`, which only
+works in a process's main thread. So every verification runs in the main thread of a worker
+process that has an address-space limit, under math-verify's timeout, and under a hard deadline
+here: a worker that overruns it is killed and replaced, and its answer is marked wrong with the
+reason. Nothing in a model output is ever executed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .extract import extract_choice, extract_math
+
+GRACE_S = 2.0  # beyond math-verify's own timeout, before a worker is killed
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether an answer is right, what was read from it, and why."""
+
+    correct: bool
+    extracted: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer to grade: `kind` is "math" (gold is an expression) or "choice" (gold is a letter)."""
+
+    kind: str
+    gold: str
+    text: str
+    letters: str = "ABCD"
+
+
+def wrap_math(text: str) -> str:
+    """Give math-verify a delimited expression: bare LaTeX such as `\\frac{1}{2}` is boxed."""
+    text = text.strip()
+    if any(mark in text for mark in ("$", "\\(", "\\[", "\\boxed")):
+        return text
+    return "\\boxed{" + text.rstrip(".") + "}"
+
+
+def verify_math(gold: str, candidate: str, timeout_s: float) -> tuple[bool, str]:
+    """math-verify, gold first. Runs in a worker process (signal-based timeouts need a main thread)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    timeout = max(1, round(timeout_s))
+    gold_parsed = parse(wrap_math(gold), extraction_config=configs, parsing_timeout=timeout)
+    if not gold_parsed:
+        return False, f"gold answer {gold!r} could not be parsed"
+    parsed = parse(wrap_math(candidate), extraction_config=configs, parsing_timeout=timeout)
+    if not parsed:
+        parsed = parse(candidate, extraction_config=configs, parsing_timeout=timeout)
+    if not parsed:
+        return False, "answer could not be parsed"
+    if verify(gold_parsed, parsed, timeout_seconds=timeout):
+        return True, "equivalent to gold"
+    return False, "not equivalent to gold"
+
+
+Verifier = Callable[[str, str, float], tuple[bool, str]]
+
+
+def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: Verifier) -> None:
+    """Worker loop: receive (index, gold, candidate), send back (index, correct, reason)."""
+    if memory_mb:
+        import resource
+
+        limit = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import math_verify  # noqa: F401  (imported before the first deadline starts)
+
+    conn.send("ready")
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        index, gold, candidate = task
+        try:
+            correct, reason = verifier(gold, candidate, timeout_s)
+        except MemoryError:
+            correct, reason = False, f"grading ran out of memory ({memory_mb} MiB)"
+        except Exception as err:  # an answer that breaks the parser is wrong, not fatal
+            correct, reason = False, f"grading failed: {type(err).__name__}"
+        conn.send((index, correct, reason))
+
+
+class _Worker:
+    def __init__(self, context: Any, memory_mb: int | None, timeout_s: float, verifier: Verifier):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, memory_mb, timeout_s, verifier), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: int | None = None
+        self.deadline = 0.0
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        """Block until the worker has imported math-verify, so its start never counts as grading time."""
+        if not self.conn.poll(timeout_s) or self.conn.recv() != "ready":
+            self.stop(kill=True)
+            raise RuntimeError(f"a grading worker did not start within {timeout_s:g} s")
+
+    def stop(self, kill: bool = False) -> None:
+        if kill or not self.process.is_alive():
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class Grader:
+    """Grades answers in parallel worker processes, each answer under a time and memory limit.
+
+        with Grader(workers=2) as grader:
+            verdicts = grader.grade([Answer("math", "\\frac{1}{2}", "... \\boxed{0.5}")])
+
+    Args:
+        workers: worker processes for math-verify.
+        timeout_s: time allowed per answer; an answer that takes longer is wrong ("timed out").
+        memory_mb: address-space limit per worker (None: no limit).
+        verifier: `(gold, candidate, timeout_s) -> (correct, reason)` for math answers, run in the
+            workers; a module-level function (it is sent to another process). Default: math-verify.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout_s: float = 5.0,
+        memory_mb: int | None = 4096,
+        verifier: Verifier = verify_math,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.n_workers = workers
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.verifier = verifier
+        self._context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        self._workers: list[_Worker] = []
+        self._cache: dict[tuple[str, str], tuple[bool, str]] = {}
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def grade(self, answers: Sequence[Answer]) -> list[Verdict]:
+        """One verdict per answer, in order."""
+        verdicts: list[Verdict | None] = [None] * len(answers)
+        math_tasks: dict[int, tuple[str, str]] = {}
+        for i, answer in enumerate(answers):
+            if answer.kind == "choice":
+                letter, where = extract_choice(answer.text, answer.letters)
+                if letter is None:
+                    verdicts[i] = Verdict(False, None, where)
+                else:
+                    ok = letter == answer.gold.strip().upper()
+                    verdicts[i] = Verdict(ok, letter, f"{'matches' if ok else 'differs from'} gold ({where})")
+            elif answer.kind == "math":
+                candidate, where = extract_math(answer.text)
+                if candidate is None:
+                    verdicts[i] = Verdict(False, None, where)
+                else:
+                    math_tasks[i] = (answer.gold, candidate)
+            else:
+                raise ValueError(f"answer {i}: kind must be 'math' or 'choice', got {answer.kind!r}")
+        todo = sorted({task for task in math_tasks.values() if task not in self._cache})
+        self._cache.update(self._verify_all(todo))
+        for i, (gold, candidate) in math_tasks.items():
+            correct, reason = self._cache[(gold, candidate)]
+            verdicts[i] = Verdict(correct, candidate, reason)
+        return [v for v in verdicts if v is not None]
+
+    def _verify_all(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, str]]:
+        results: dict[tuple[str, str], tuple[bool, str]] = {}
+        if not tasks:
+            return results
+        started = [self._spawn() for _ in range(min(self.n_workers, len(tasks)) - len(self._workers))]
+        for worker in started:
+            worker.wait_ready()
+        self._workers += started
+        pending = list(range(len(tasks)))[::-1]
+        while pending or any(w.task is not None for w in self._workers):
+            for worker in self._workers:
+                if worker.task is None and pending:
+                    worker.task = pending.pop()
+                    worker.deadline = time.monotonic() + self.timeout_s + GRACE_S
+                    worker.conn.send((worker.task, *tasks[worker.task]))
+            busy = [w for w in self._workers if w.task is not None]
+            wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=wait_s)
+            for k, worker in enumerate(self._workers):
+                if worker.task is None:
+                    continue
+                task = tasks[worker.task]
+                if worker.conn.poll():
+                    _, correct, reason = worker.conn.recv()
+                    results[task] = (correct, reason)
+                    worker.task = None
+                elif not worker.process.is_alive():
+                    code = worker.process.exitcode
+                    results[task] = (False, f"grading worker died (exit code {code}; memory limit?)")
+                    worker.task = None
+                    self._workers[k] = self._replace(worker)
+                elif time.monotonic() > worker.deadline:
+                    results[task] = (False, f"grading timed out after {self.timeout_s:g} s")
+                    worker.task = None
+                    self._workers[k] = self._replace(worker)
+        return results
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self._context, self.memory_mb, self.timeout_s, self.verifier)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.stop(kill=True)
+        fresh = self._spawn()
+        fresh.wait_ready()
+        return fresh

@@ -1,0 +1,126 @@
+"""An evaluation run, fully described by one YAML recipe (recipes/eval/*.yaml)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from decode import Sampling
+
+from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
+from .methods import MethodError, MethodSpec
+
+INSTRUCTIONS = {
+    "math": "Please reason step by step, and put your final answer within \\boxed{}.",
+    "choice": "Please reason step by step, and give the letter of the correct option within \\boxed{}.",
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be read or has an invalid setting; the message names the file and setting."""
+
+
+@dataclass
+class EvalRecipe:
+    """Settings of one evaluation run.
+
+    Attributes:
+        model: a local model folder or a hub id.
+        tokenizer: its tokenizer (default: the model's).
+        backend: the decoder backend ("hf": transformers).
+        dtype, device: how the model is loaded ("auto" dtype; device default: cuda if present).
+        format: thinking format: "s1", "think", or a format JSON file.
+        benchmarks: preset names or mappings (see `BenchmarkSpec`).
+        methods: control methods (see `MethodSpec`).
+        samples: runs per problem and point (pass@1 is their mean).
+        sampling: temperature, top_p, top_k, min_p for the methods that do not set their own.
+        max_tokens: hard cap on each completion (thinking and answer).
+        max_answer_tokens: tokens allowed after the end of thinking.
+        batch_size: prompts per decoder call.
+        seed: seeds sampling.
+        instruction: text appended to the question, per problem kind ("math", "choice").
+        grading: `Grader` settings: workers, timeout_s, memory_mb.
+        output_dir: where samples, summary, table and plots go.
+    """
+
+    model: str
+    output_dir: str
+    benchmarks: list[BenchmarkSpec]
+    methods: list[MethodSpec]
+    tokenizer: str | None = None
+    backend: str = "hf"
+    dtype: str = "auto"
+    device: str | None = None
+    format: str = "s1"
+    samples: int = 1
+    sampling: Sampling = field(default_factory=Sampling)
+    max_tokens: int = 32768
+    max_answer_tokens: int | None = 1024
+    batch_size: int = 8
+    seed: int = 0
+    instruction: dict[str, str] = field(default_factory=lambda: dict(INSTRUCTIONS))
+    grading: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def fingerprint(self) -> str:
+        """What decides a completion: a resumed run must match it (benchmarks and methods may grow)."""
+        keys = ("model", "tokenizer", "backend", "dtype", "format", "sampling", "max_tokens", "max_answer_tokens",
+                "seed", "instruction")  # fmt: skip
+        settings = {k: v for k, v in asdict(self).items() if k in keys}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalRecipe:
+    """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data.update(overrides or {})
+    return recipe_from_dict(data, str(path))
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalRecipe:
+    known = set(EvalRecipe.__dataclass_fields__) - {"source"}
+    unknown = set(data) - known
+    if unknown:
+        raise RecipeError(f"{source}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    for name in ("model", "output_dir", "benchmarks", "methods"):
+        if not data.get(name):
+            raise RecipeError(f"{source}: '{name}' is required")
+    values = dict(data)
+    try:
+        values["benchmarks"] = [resolve_spec(b) for b in data["benchmarks"]]
+    except BenchmarkError as err:
+        raise RecipeError(f"{source}: benchmarks: {err}") from None
+    try:
+        values["methods"] = [MethodSpec.from_dict(m) for m in data["methods"]]
+    except (MethodError, TypeError) as err:
+        raise RecipeError(f"{source}: methods: {err}") from None
+    labels = [m.label for m in values["methods"]]
+    if len(set(labels)) != len(labels):
+        raise RecipeError(f"{source}: methods: two methods share a label {labels}; give them distinct 'label's")
+    try:
+        values["sampling"] = Sampling(**(data.get("sampling") or {}))
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{source}: sampling: {err}") from None
+    if "instruction" in data:
+        values["instruction"] = {**INSTRUCTIONS, **(data["instruction"] or {})}
+    for name in ("samples", "batch_size", "max_tokens"):
+        if name in data and (not isinstance(data[name], int) or data[name] < 1):
+            raise RecipeError(f"{source}: {name} must be a positive integer, got {data[name]!r}")
+    if values.get("backend", "hf") != "hf":
+        raise RecipeError(f"{source}: backend {values['backend']!r} is not available; use 'hf' (transformers)")
+    recipe = EvalRecipe(**values)
+    recipe.source = source
+    return recipe
