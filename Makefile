@@ -23,7 +23,8 @@ lint:
 	$(PY) -m ruff format --check .
 
 bench:
-	$(PY) bench/bench_decode.py
+	$(PY) bench/bench_decode.py --json bench/results/decode.json
+	$(PY) bench/bench_eval.py --json bench/results/eval.json
 
 # Without RECIPE: the small offline default on a tiny random model (built here on first use).
 eval:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from decode import BudgetError, FormatError, ModelLoadError
 
 from .benchmarks import BenchmarkError
 from .recipe import RecipeError, load_recipe
-from .report import SUMMARY, TABLE
+from .report import SUMMARY, TABLE, headline
 from .runner import RunError, run
 
 
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, BenchmarkError, RunError, ModelLoadError, FormatError, BudgetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"report: {folder / TABLE}\nsummary: {folder / SUMMARY}")
-    print((folder / TABLE).read_text().split("\n\n| method | point")[0])
+    print(headline(json.loads((folder / SUMMARY).read_text())))
+    print(f"report: {folder / TABLE}\nsummary: {folder / SUMMARY}, samples and plots in {folder}")
     return 0
 
 

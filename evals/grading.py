@@ -103,21 +103,21 @@ class _Worker:
         child.close()
         self.task: int | None = None
         self.deadline = 0.0
+        self.ready = False
 
     def wait_ready(self, timeout_s: float = 300.0) -> None:
         """Block until the worker has imported math-verify, so its start never counts as grading time."""
-        if not self.conn.poll(timeout_s) or self.conn.recv() != "ready":
-            self.stop(kill=True)
+        if self.ready:
+            return
+        self.ready = self.conn.poll(timeout_s) and self.conn.recv() == "ready"
+        if not self.ready:
+            self.stop()
             raise RuntimeError(f"a grading worker did not start within {timeout_s:g} s")
 
-    def stop(self, kill: bool = False) -> None:
-        if kill or not self.process.is_alive():
-            self.process.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except (BrokenPipeError, OSError):
-                self.process.kill()
+    def stop(self) -> None:
+        """Workers hold no state worth a clean exit (an interpreter teardown with sympy loaded takes
+        over a second): end them at once."""
+        self.process.kill()
         self.process.join(timeout=5)
         self.conn.close()
 
@@ -154,6 +154,13 @@ class Grader:
         self._cache: dict[tuple[str, str], tuple[bool, str]] = {}
 
     def __enter__(self) -> Grader:
+        return self
+
+    def start(self) -> Grader:
+        """Start the workers now, without waiting: their imports (several seconds) then overlap
+        with whatever the caller does before the first `grade`, such as generation."""
+        while len(self._workers) < self.n_workers:
+            self._workers.append(self._spawn())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -195,10 +202,9 @@ class Grader:
         results: dict[tuple[str, str], tuple[bool, str]] = {}
         if not tasks:
             return results
-        started = [self._spawn() for _ in range(min(self.n_workers, len(tasks)) - len(self._workers))]
-        for worker in started:
+        self._workers += [self._spawn() for _ in range(min(self.n_workers, len(tasks)) - len(self._workers))]
+        for worker in self._workers:
             worker.wait_ready()
-        self._workers += started
         pending = list(range(len(tasks)))[::-1]
         while pending or any(w.task is not None for w in self._workers):
             for worker in self._workers:
@@ -232,7 +238,7 @@ class Grader:
         return _Worker(self._context, self.memory_mb, self.timeout_s, self.verifier)
 
     def _replace(self, worker: _Worker) -> _Worker:
-        worker.stop(kill=True)
+        worker.stop()
         fresh = self._spawn()
         fresh.wait_ready()
         return fresh

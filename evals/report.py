@@ -90,6 +90,18 @@ def _fmt(value: float | None, percent: bool = False, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}" if percent else f"{value:.{digits}f}"
 
 
+def headline(summary: dict[str, Any]) -> str:
+    """Control, Scaling and Performance per benchmark and method: the table printed after a run."""
+    lines = [f"{'benchmark':<14} {'method':<34} {'Control %':>9} {'Scaling':>8} {'Perf. %':>8}"]
+    for bench, methods in summary["benchmarks"].items():
+        for label, m in methods.items():
+            lines.append(
+                f"{bench:<14} {label:<34} {_fmt(m['control'], True):>9} {_fmt(m['scaling']):>8} "
+                f"{_fmt(m['performance'], True):>8}"
+            )
+    return "\n".join(lines + [f"(Scaling: {summary['scaling_unit']})"])
+
+
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of `{summary['model']}`",

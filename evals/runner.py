@@ -148,34 +148,44 @@ def run(recipe: EvalRecipe, *, progress: bool = True) -> Path:
     drop_partial_line(samples_path)
     pending = [job for job in jobs if job.key not in done]
     if pending:
-        model = load_model(recipe.model, dtype=recipe.dtype, device=recipe.device)
-        tokenizer = load_tokenizer(recipe.tokenizer or recipe.model)
-        fmt = get_format(recipe.format)
         grading = {"workers": 2, "timeout_s": 5.0, "memory_mb": 4096, **recipe.grading}
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="eval", unit="run", disable=not progress)
-        with Grader(**grading) as grader, samples_path.open("a", encoding="utf-8") as out:
-            chunk = recipe.batch_size * 4  # graded and saved together
-            for group in batches(pending, chunk):
-                records = _generate(recipe, model, tokenizer, fmt.with_wait(group[0].method.wait), group)
-                verdicts = grader.grade(
-                    [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD") for j, r in
-                     zip(group, records, strict=True)]
-                )  # fmt: skip
-                for record, verdict in zip(records, verdicts, strict=True):
-                    record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
-                    if not record["fits"]:  # no draw fitted the budget: the question counts as failed
-                        record.update(
-                            correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts"
-                        )
-                    out.write(json.dumps(record) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-                bar.update(len(group))
-        bar.close()
+        with Grader(**grading).start() as grader:  # workers start while the model loads and generates
+            model = load_model(recipe.model, dtype=recipe.dtype, device=recipe.device)
+            tokenizer = load_tokenizer(recipe.tokenizer or recipe.model)
+            _run_pending(recipe, model, tokenizer, grader, pending, samples_path, len(jobs), progress)
         done = read_samples(samples_path)
     records = [done[job.key] for job in jobs]
     write_report(recipe, folder, records)
     return folder
+
+
+def _run_pending(
+    recipe: EvalRecipe,
+    model: Any,
+    tokenizer: Any,
+    grader: Grader,
+    pending: list[Job],
+    samples_path: Path,
+    total: int,
+    progress: bool,
+) -> None:
+    """Generate, grade and append the jobs not done yet, a chunk at a time (each chunk saved whole)."""
+    fmt = get_format(recipe.format)
+    bar = tqdm(total=total, initial=total - len(pending), desc="eval", unit="run", disable=not progress)
+    with samples_path.open("a", encoding="utf-8") as out:
+        for group in batches(pending, recipe.batch_size * 4):
+            records = _generate(recipe, model, tokenizer, fmt.with_wait(group[0].method.wait), group)
+            answers = [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD")
+                       for j, r in zip(group, records, strict=True)]  # fmt: skip
+            for record, verdict in zip(records, grader.grade(answers), strict=True):
+                record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
+                if not record["fits"]:  # no draw fitted the budget: the question counts as failed
+                    record.update(correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts")
+                out.write(json.dumps(record) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+            bar.update(len(group))
+    bar.close()
 
 
 def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: list[Job]) -> list[dict[str, Any]]:

@@ -169,3 +169,18 @@ def test_default_recipes_parse():
     for path in sorted(Path(__file__).resolve().parents[1].glob("recipes/eval/*.yaml")):
         recipe = load_recipe(path)
         assert recipe.methods and recipe.benchmarks
+
+
+def test_command_line_prints_the_headline_and_refuses_bad_input(finished_run, recipe_data, tmp_path, capsys):
+    import yaml
+
+    from evals.__main__ import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_data))
+    assert main([str(recipe), "--no-progress"]) == 0  # the finished run: only the report is rewritten
+    out = capsys.readouterr().out
+    assert "budget_forcing" in out and "report:" in out and "doubling" in out
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "error: recipe" in err and "does not exist" in err
