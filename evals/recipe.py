@@ -119,6 +119,10 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     for name in ("samples", "batch_size", "max_tokens"):
         if name in data and (not isinstance(data[name], int) or data[name] < 1):
             raise RecipeError(f"{source}: {name} must be a positive integer, got {data[name]!r}")
+    unknown_grading = set(data.get("grading") or {}) - {"workers", "timeout_s", "memory_mb"}
+    if unknown_grading:
+        raise RecipeError(f"{source}: grading: unknown setting(s) {sorted(unknown_grading)}; known: workers, "
+                          "timeout_s, memory_mb")  # fmt: skip
     if values.get("backend", "hf") != "hf":
         raise RecipeError(f"{source}: backend {values['backend']!r} is not available; use 'hf' (transformers)")
     recipe = EvalRecipe(**values)

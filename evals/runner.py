@@ -128,10 +128,11 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
 
 
 def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
-    """Jobs grouped by what one decoder call shares (wait string and sampling), in chunks."""
-    groups: dict[tuple[str, Sampling], list[Job]] = {}
+    """Jobs grouped by what one decoder call shares (wait string, sampling, redraws), in chunks."""
+    groups: dict[tuple[str, Sampling, bool], list[Job]] = {}
     for job in jobs:
-        groups.setdefault((job.method.wait, job.sampling), []).append(job)
+        redraws = job.method.method == "rejection_sampling"
+        groups.setdefault((job.method.wait, job.sampling, redraws), []).append(job)
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
@@ -210,9 +211,8 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
         )
         for i, result in zip(todo, out, strict=True):
             results[i], attempts[i] = result, attempt + 1
-        if group[0].method.method != "rejection_sampling":
-            break
-        todo = [i for i in todo if results[i].forced_end]  # thinking went past N: draw again
+        # Rejection sampling draws again where the thinking went past N (its forced end marks that).
+        todo = [i for i in todo if group[i].method.method == "rejection_sampling" and results[i].forced_end]
     records = []
     for i, job in enumerate(group):
         result = results[i]

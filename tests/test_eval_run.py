@@ -134,6 +134,8 @@ def test_bad_recipes_are_refused_with_the_reason(recipe_data, tmp_path):
         run(recipe_from_dict(malformed), progress=False)
     with pytest.raises(RecipeError, match="unknown method 'beam_search'"):
         recipe_from_dict({**recipe_data, "methods": [{"method": "beam_search"}]})
+    with pytest.raises(RecipeError, match=r"grading: unknown setting\(s\) \['wrkers'\]"):
+        recipe_from_dict({**recipe_data, "grading": {"wrkers": 2}})
     with pytest.raises(RecipeError, match="unknown benchmark 'aime99'"):
         recipe_from_dict({**recipe_data, "benchmarks": ["aime99"]})
     recipe = tmp_path / "r.yaml"
