@@ -45,9 +45,9 @@ def answer_line(text: str) -> str | None:
     for i in range(len(lines) - 1, -1, -1):
         match = ANSWER_LINE.search(lines[i])
         if match:
-            value = match.group(1).strip()
+            value = match.group(1).strip().strip("*_ ")  # "**Answer:** 42" in markdown
             if not value and i + 1 < len(lines):
-                value = lines[i + 1].strip()
+                value = lines[i + 1].strip().strip("*_ ")
             return value or None
     return None
 

@@ -108,6 +108,8 @@ def test_only_the_answer_after_thinking_is_graded(grader):
         ("\\boxed{a} then \\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
         ("Final Answer:\n$7$", "$7$"),
         ("answer is: 12", "12"),
+        ("**Final Answer:** 42", "42"),
+        ("The final answer is $\\boxed{42}$.", "42"),
         ("\\boxed{unclosed", None),
     ],
 )
