@@ -36,9 +36,10 @@ def summarize(recipe: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
                 if not runs:
                     continue
                 minimum = point.min_thinking if method.method == "budget_forcing" else 0
-                points.append(
-                    {"point": point.label, "budget": point.budget, **point_metrics(runs, point.budget, minimum)}
-                )
+                budget = point.budget
+                if method.method == "majority_vote" and budget is not None:
+                    budget *= point.votes  # a vote's thinking is the total of its k samples
+                points.append({"point": point.label, "budget": budget, **point_metrics(runs, budget, minimum)})
             curve = [(p["thinking_tokens"]["mean"], p["accuracy"]) for p in points]
             controls = [p["control"] for p in points if p["control"] is not None]
             methods[method.label] = {

@@ -75,6 +75,7 @@ def test_summary_holds_the_metrics_and_budgets_hold(finished_run):
     assert waits[0]["waits"] == 0 and waits[1]["waits"] > 0
     votes = summary["benchmarks"]["aime24"]["majority_vote"]["points"]
     assert [p["point"] for p in votes] == ["N=8 k=1", "N=8 k=3"] and all(p["runs"] == 2 for p in votes)
+    assert [p["budget"] for p in votes] == [8, 24] and all(p["control"] == 1.0 for p in votes)  # k samples of N
     assert "doubling" in summary["scaling_unit"]
     classes = summary["benchmarks"]["aime24"]["class_conditional"]
     assert [p["point"] for p in classes["points"]] == ["briefly", "thoroughly"] and classes["control"] is None
