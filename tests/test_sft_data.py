@@ -156,3 +156,19 @@ def test_shipped_recipes_load():
     for path in root.glob("*.yaml"):
         loaded = load_recipe(path)
         assert loaded.data.block_size >= 512 and loaded.training
+
+
+def short_s1k_rows(path: Path, rows: int = 5, trace_chars: int = 600, answer_chars: int = 200) -> Path:
+    """The real s1K-1.1 rows with their traces and answers cut short, for tests that train on them."""
+    import pandas as pd
+
+    frame = pd.read_parquet(s1k_rows()).head(rows)
+    records = [
+        {
+            "q": r.question[:300],
+            "trace": r.gemini_thinking_trajectory[:trace_chars],
+            "ans": r.gemini_attempt[:answer_chars],
+        }
+        for r in frame.itertuples()
+    ]
+    return write_jsonl(path, records)
