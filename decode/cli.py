@@ -37,7 +37,9 @@ class InputError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m decode", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="local folder or hub id of a causal LM")
+    parser.add_argument(
+        "--model", required=True, help="local folder or hub id of a causal LM; --backend openai: the server's URL"
+    )
     parser.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the model's)")
     parser.add_argument("--input", required=True, type=Path, help="JSONL file, one {'prompt': ...} per line")
     parser.add_argument("--output", required=True, type=Path, help="JSONL file to write")
@@ -57,6 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument(
+        "--backend",
+        choices=["hf", "vllm", "openai"],
+        default="hf",
+        help="hf: transformers (default); vllm: offline vLLM engine; openai: a server's /v1/completions at --model",
+    )
+    parser.add_argument(
+        "--forcing",
+        choices=["processor", "reprompt"],
+        default="processor",
+        help="processor: inside the decoding loop (default); reprompt: s1's re-prompt loop on token ids",
+    )
+    parser.add_argument(
+        "--engine-args",
+        type=json.loads,
+        default=None,
+        help="JSON object: vllm.LLM arguments (--backend vllm, e.g. '{\"max_model_len\": 8192}') or client "
+        "settings (--backend openai: timeout_s, max_retries, concurrency, api_key, model)",
+    )
     return parser
 
 
@@ -102,7 +123,8 @@ def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list
 
 
 def _fingerprint(args: argparse.Namespace) -> str:
-    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("output", "device")}
+    skip = ("output", "device", "engine_args")
+    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
     digest = hashlib.sha256(json.dumps(settings).encode())
     digest.update(args.input.read_bytes())
     return digest.hexdigest()
@@ -144,12 +166,25 @@ def run(args: argparse.Namespace) -> None:
     fmt = get_format(args.format)
     if args.wait is not None:
         fmt = fmt.with_wait(args.wait)
+    if args.engine_args is not None and not isinstance(args.engine_args, dict):
+        raise InputError(f"--engine-args must be a JSON object, got {args.engine_args!r}")
+    if args.backend == "hf" and args.engine_args:
+        raise InputError("--engine-args applies to --backend vllm and openai")
+    if args.backend == "openai" and not args.tokenizer:
+        raise InputError("--backend openai needs --tokenizer (prompts are sent as token ids)")
     rows = read_rows(args.input)
     budgets = row_budgets(rows, budget, args.input)
-    check_source(args.model, "model")
+    if args.backend != "openai":
+        check_source(args.model, "model")
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
-    model = load_model(args.model, args.dtype, args.device)
+    engine_args = dict(args.engine_args or {})
+    if args.backend == "hf":
+        model = load_model(args.model, args.dtype, args.device)
+    else:
+        model = args.model  # the backend builds its engine or client once
+        if args.backend == "vllm" and args.dtype != "auto":
+            engine_args.setdefault("dtype", args.dtype)
 
     partial = args.output.with_name(args.output.name + ".partial")
     fingerprint = _fingerprint(args)
@@ -169,7 +204,7 @@ def run(args: argparse.Namespace) -> None:
 
         generate(
             model,
-            tokenizer,
+            tokenizer if args.backend == "hf" else args.tokenizer or args.model,  # a folder also gives the eos ids
             [row["prompt"] for row in rows[start:]],
             format=fmt,
             budget=budgets[start:],
@@ -178,6 +213,9 @@ def run(args: argparse.Namespace) -> None:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed + start,
             on_batch=save,
+            backend=args.backend,
+            forcing=args.forcing,
+            engine_args=engine_args or None,
         )
         progress.close()
     lines = partial.read_text(encoding="utf-8").split("\n")[1:]

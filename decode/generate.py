@@ -1,4 +1,4 @@
-"""One call from prompts to budget-forced completions with `transformers`."""
+"""One call from prompts to budget-forced completions, on transformers, vLLM or an OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .budget import Budget
 from .formats import ThinkingFormat, get_format
-from .hf import BudgetForcing
-from .result import BudgetResult
+from .hf import BudgetForcing, default_max_new_tokens
+from .reprompt import hf_engine, reprompt_generate
+from .result import BudgetResult, to_result
 from .sampling import Sampling
 
 Prompt = str | Sequence[dict[str, str]]
+BACKENDS = ("hf", "vllm", "openai")
+FORCING = ("processor", "reprompt")
 
 
 class ModelLoadError(ValueError):
@@ -98,12 +101,18 @@ def generate(
     max_new_tokens: int | None = None,
     seed: int | None = None,
     on_batch: Callable[[int, list[BudgetResult]], None] | None = None,
+    backend: str = "hf",
+    forcing: str = "processor",
+    engine_args: dict[str, Any] | None = None,
 ) -> list[BudgetResult]:
     """Budget-forced generation for a list of prompts.
 
     Args:
-        model: a transformers causal LM, or a local path / hub id to load one from.
-        tokenizer: its tokenizer, or a path / hub id (None: the model's path).
+        model: backend "hf": a transformers causal LM, or a local path / hub id to load one from;
+            "vllm": a `vllm.LLM` or a path / hub id (the engine is built once per process and kept);
+            "openai": a `decode.openai_client.CompletionsClient` or the server's base URL
+            ("http://host:8000/v1").
+        tokenizer: its tokenizer, or a path / hub id (None: the model's path; required for "openai").
         prompts: strings (used as they are) or chat messages (rendered by the chat template);
             the format's opener is appended to each.
         format: "s1", "think", a path to a format JSON, or a `ThinkingFormat`.
@@ -113,7 +122,26 @@ def generate(
         max_new_tokens: hard cap per completion; default: the longest the budget allows.
         seed: makes sampling reproducible (batch k is seeded with seed + its first index).
         on_batch: called with (first index, results) after each batch, e.g. to save progress.
+        backend: "hf" (transformers, the default), "vllm" (offline vLLM engine) or "openai" (the
+            /v1/completions endpoint of a server). The same inputs give the same outputs: token for
+            token under greedy decoding, in distribution under sampling.
+        forcing: "processor" (inside the engine's decoding loop; on a server this needs vLLM with
+            `decode.vllm:VLLMBudgetForcingProcessor` loaded) or "reprompt" (s1's re-prompt loop on
+            token ids, for engines where no logits processor can run).
+        engine_args: backend "vllm": keyword arguments for `vllm.LLM` (dtype, max_model_len, ...);
+            "openai": for `CompletionsClient` (timeout_s, max_retries, concurrency, api_key, ...).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if forcing not in FORCING:
+        raise ValueError(f"forcing must be one of {FORCING}, got {forcing!r}")
+    if backend != "hf":
+        return _generate_elsewhere(
+            model, tokenizer, prompts, format, budget, sampling, batch_size, max_new_tokens, seed, on_batch, backend,
+            forcing, engine_args or {},
+        )  # fmt: skip
+    if engine_args:
+        raise ValueError("engine_args apply to the 'vllm' and 'openai' backends; load the transformers model yourself")
     if isinstance(model, str | Path):
         tokenizer = tokenizer or str(model)
         model = load_model(str(model))
@@ -131,6 +159,20 @@ def generate(
     eos = eos_ids(model, tokenizer)
 
     results: list[BudgetResult] = []
+    if forcing == "reprompt":
+        tokens = fmt.tokens(tokenizer, eos)
+        engine = hf_engine(model, pad, sampling)
+        for start in range(0, len(prompts), batch_size):
+            rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
+            chunk = budgets[start : start + batch_size]
+            caps = [max_new_tokens or default_max_new_tokens(tokens, b) for b in chunk]
+            first_seed = None if seed is None else seed + start
+            summaries = reprompt_generate(engine, rows, tokens, chunk, caps, seed=first_seed)
+            batch = [to_result(s, tokens, tokenizer) for s in summaries]
+            results.extend(batch)
+            if on_batch is not None:
+                on_batch(start, batch)
+        return results
     for start in range(0, len(prompts), batch_size):
         rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
         generator = None
@@ -156,3 +198,91 @@ def generate(
         if on_batch is not None:
             on_batch(start, batch)
     return results
+
+
+def _generate_elsewhere(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    format: str | ThinkingFormat,
+    budget: Budget | Sequence[Budget] | None,
+    sampling: Sampling | None,
+    batch_size: int,
+    max_new_tokens: int | None,
+    seed: int | None,
+    on_batch: Callable[[int, list[BudgetResult]], None] | None,
+    backend: str,
+    forcing: str,
+    engine_args: dict[str, Any],
+) -> list[BudgetResult]:
+    """The vLLM and HTTP backends: prompts are tokenized here and sent as token ids."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fmt = get_format(format)
+    budget = Budget() if budget is None else budget
+    budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")
+    model_path = str(model) if isinstance(model, str | Path) else None
+    if backend == "vllm":
+        from .vllm import load_llm, vllm_generate
+
+        if model_path is not None:
+            check_source(model_path, "model")
+            tokenizer = tokenizer or model_path
+            model = load_llm(model_path, str(tokenizer) if isinstance(tokenizer, str | Path) else None,
+                             forcing=forcing, **engine_args)  # fmt: skip
+        elif engine_args:
+            raise ValueError("engine_args apply when the vLLM engine is built here (model given as a path)")
+        if tokenizer is None:
+            tokenizer = model.get_tokenizer()
+        config_path = model_path or model.llm_engine.model_config.model
+
+        def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
+            first_seed = None if seed is None else seed + first
+            return vllm_generate(model, rows, tokens, chunk, caps, sampling=sampling, seed=first_seed, forcing=forcing)
+
+    else:
+        from .openai_client import CompletionsClient, server_generate
+
+        if tokenizer is None:
+            raise ValueError("backend 'openai' needs the model's tokenizer (a path or object): prompts go as token ids")
+        if model_path is not None:
+            model = CompletionsClient(model_path, **engine_args)
+        elif engine_args:
+            raise ValueError("engine_args apply when the client is built here (model given as a URL)")
+        config_path = str(tokenizer) if isinstance(tokenizer, str | Path) else None  # a model folder holds both
+
+        def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
+            first_seed = None if seed is None else seed + first
+            return server_generate(
+                model, rows, tokens, chunk, caps, sampling=sampling, seed=first_seed, forcing=forcing
+            )
+
+    if isinstance(tokenizer, str | Path):
+        tokenizer = load_tokenizer(str(tokenizer))
+    eos = sorted(set(eos_ids(None, tokenizer)) | set(_config_eos(config_path)))
+    tokens = fmt.tokens(tokenizer, eos)
+    results: list[BudgetResult] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
+        chunk = budgets[start : start + batch_size]
+        caps = [max_new_tokens or default_max_new_tokens(tokens, b) for b in chunk]
+        batch = [to_result(s, tokens, tokenizer) for s in run(rows, chunk, caps, start)]
+        results.extend(batch)
+        if on_batch is not None:
+            on_batch(start, batch)
+    return results
+
+
+def _config_eos(model_path: str | None) -> list[int]:
+    """End-of-sequence ids in a model folder's generation config (vLLM stops at them too)."""
+    if not model_path:
+        return []
+    from transformers import GenerationConfig
+
+    try:
+        config_eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except (OSError, ValueError):
+        return []
+    return [config_eos] if isinstance(config_eos, int) else list(config_eos or [])

@@ -79,6 +79,10 @@ class BudgetState:
     def thinking_phase(self) -> bool:
         return self.answer_start is None
 
+    def replaces_end(self) -> bool:
+        """Whether an end of thinking proposed now would be replaced by the wait string (rule 2)."""
+        return self.thinking_phase and (self.thinking < self.budget.min_thinking_tokens or self.ignores_left > 0)
+
     def needs_proposal(self) -> bool:
         """Whether the next token depends on the model (False: it is forced, or the sequence is done)."""
         return not self.done and not self._queue
@@ -113,7 +117,7 @@ class BudgetState:
             return proposal, Role.ANSWER
         if proposal not in self.tokens.stops_thinking:
             return proposal, Role.THOUGHT
-        if self.thinking < self.budget.min_thinking_tokens or self.ignores_left > 0:  # rule 2
+        if self.replaces_end():  # rule 2
             self.ignores_left = max(0, self.ignores_left - 1)
             self.waits += 1
             self._queue.extend((t, Role.WAIT) for t in self.tokens.wait[1:])
