@@ -96,8 +96,9 @@ def train(recipe: SFTRecipe, callbacks: list[TrainerCallback] | None = None) -> 
         recipe.model, dtype=recipe.dtype, attn_implementation=recipe.attn_implementation
     )
     check_packing(model, recipe)
-    if args.gradient_checkpointing:
-        model.config.use_cache = False
+    # Training never uses the KV cache (trl's compute_loss turns it off too: with a cache, transformers
+    # does not build the packed-sequence mask). The saved model gets it back for decoding.
+    model.config.use_cache = False
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     if resume_from:
         log.info("resuming from %s", resume_from)
@@ -106,6 +107,7 @@ def train(recipe: SFTRecipe, callbacks: list[TrainerCallback] | None = None) -> 
     # The finished model goes to a temporary folder first, then takes its name in one rename.
     final = Path(recipe.output_dir) / MODEL_FOLDER
     staging = final.with_name(MODEL_FOLDER + ".partial")
+    model.config.use_cache = True
     if trainer.is_fsdp_enabled:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(staging))
