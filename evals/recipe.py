@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from decode import Sampling
+from decode.generate import BACKENDS, FORCING
 
 from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
 from .methods import MethodError, MethodSpec
@@ -32,7 +33,11 @@ class EvalRecipe:
     Attributes:
         model: a local model folder or a hub id.
         tokenizer: its tokenizer (default: the model's).
-        backend: the decoder backend ("hf": transformers).
+        backend: the decoder backend: "hf" (transformers), "vllm" (an offline vLLM engine) or "openai"
+            (a server's /v1/completions; `model` is then its base URL and `tokenizer` is required).
+        forcing: "processor" (budget forcing inside the engine's decoding loop) or "reprompt" (s1's
+            re-prompt loop on token ids, for engines where no logits processor can run).
+        engine_args: keyword arguments for the vLLM engine or the HTTP client (see `decode.generate`).
         dtype, device: how the model is loaded ("auto" dtype; device default: cuda if present).
         format: thinking format: "s1", "think", or a format JSON file.
         benchmarks: preset names or mappings (see `BenchmarkSpec`).
@@ -54,6 +59,8 @@ class EvalRecipe:
     methods: list[MethodSpec]
     tokenizer: str | None = None
     backend: str = "hf"
+    forcing: str = "processor"
+    engine_args: dict[str, Any] = field(default_factory=dict)
     dtype: str = "auto"
     device: str | None = None
     format: str = "s1"
@@ -69,8 +76,8 @@ class EvalRecipe:
 
     def fingerprint(self) -> str:
         """What decides a completion: a resumed run must match it (benchmarks and methods may grow)."""
-        keys = ("model", "tokenizer", "backend", "dtype", "format", "sampling", "max_tokens", "max_answer_tokens",
-                "seed", "instruction")  # fmt: skip
+        keys = ("model", "tokenizer", "backend", "forcing", "dtype", "format", "sampling", "max_tokens",
+                "max_answer_tokens", "seed", "instruction")  # fmt: skip
         settings = {k: v for k, v in asdict(self).items() if k in keys}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -123,8 +130,18 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     if unknown_grading:
         raise RecipeError(f"{source}: grading: unknown setting(s) {sorted(unknown_grading)}; known: workers, "
                           "timeout_s, memory_mb")  # fmt: skip
-    if values.get("backend", "hf") != "hf":
-        raise RecipeError(f"{source}: backend {values['backend']!r} is not available; use 'hf' (transformers)")
+    backend = values.get("backend", "hf")
+    if backend not in BACKENDS:
+        raise RecipeError(f"{source}: backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if values.get("forcing", "processor") not in FORCING:
+        raise RecipeError(f"{source}: forcing must be one of {list(FORCING)}, got {values['forcing']!r}")
+    if not isinstance(values.get("engine_args") or {}, dict):
+        raise RecipeError(f"{source}: engine_args must be a mapping of keyword arguments")
+    values["engine_args"] = dict(values.get("engine_args") or {})
+    if backend == "hf" and values["engine_args"]:
+        raise RecipeError(f"{source}: engine_args apply to the 'vllm' and 'openai' backends, not 'hf'")
+    if backend == "openai" and not values.get("tokenizer"):
+        raise RecipeError(f"{source}: backend 'openai' needs 'tokenizer' (a local folder): prompts go as token ids")
     recipe = EvalRecipe(**values)
     recipe.source = source
     return recipe

@@ -127,6 +127,13 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
     info_path.write_text(json.dumps(info, indent=2))
 
 
+def engine_args(recipe: EvalRecipe) -> dict[str, Any] | None:
+    """The engine's keyword arguments: for vLLM, the recipe's dtype unless the recipe sets one there."""
+    if recipe.backend == "vllm":
+        return {"dtype": recipe.dtype, **recipe.engine_args}
+    return recipe.engine_args or None
+
+
 def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
     """Jobs grouped by what one decoder call shares (wait string, sampling, redraws), in chunks."""
     groups: dict[tuple[str, Sampling, bool], list[Job]] = {}
@@ -151,8 +158,11 @@ def run(recipe: EvalRecipe, *, progress: bool = True) -> Path:
     if pending:
         grading = {"workers": 2, "timeout_s": 5.0, "memory_mb": 4096, **recipe.grading}
         with Grader(**grading).start() as grader:  # workers start while the model loads and generates
-            model = load_model(recipe.model, dtype=recipe.dtype, device=recipe.device)
             tokenizer = load_tokenizer(recipe.tokenizer or recipe.model)
+            if recipe.backend == "hf":
+                model = load_model(recipe.model, dtype=recipe.dtype, device=recipe.device)
+            else:  # a model path for vLLM (the engine is built once per process), a URL for a server
+                model = recipe.model
             _run_pending(recipe, model, tokenizer, grader, pending, samples_path, len(jobs), progress)
         done = read_samples(samples_path)
     records = [done[job.key] for job in jobs]
@@ -208,6 +218,9 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
             batch_size=recipe.batch_size,
             max_new_tokens=recipe.max_tokens,
             seed=recipe.seed + 7919 * attempt + sum(map(ord, group[todo[0]].key)),
+            backend=recipe.backend,
+            forcing=recipe.forcing,
+            engine_args=engine_args(recipe),
         )
         for i, result in zip(todo, out, strict=True):
             results[i], attempts[i] = result, attempt + 1
