@@ -1,0 +1,145 @@
+"""Every model generation of the curation pipeline goes through `generate_cached`, and through the decoder.
+
+Reference models (difficulty) and a local teacher (traces) are run by `decode.generate`; the engine is
+the recipe's `backend` setting, passed through to the decoder (which owns the transformers, vLLM and
+OpenAI-compatible paths), so curation has no generation code of its own. Every completion is cached
+by (model, settings, prompt): a rerun or a resumed run never asks a model the same thing twice, and
+progress is committed after each chunk of prompts, so a killed run loses at most one chunk.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .cache import CallCache
+from .schema import CurateError
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass
+class ModelSpec:
+    """A model that answers questions through the decoder.
+
+    Attributes:
+        name: a short label used in reports and columns (e.g. "qwen7b").
+        model: a local model folder or a hub id.
+        tokenizer: its tokenizer (default: the model's).
+        backend: the decoder's engine ("hf": transformers; other engines as `decode.generate` offers them).
+        backend_options: extra keyword arguments for `decode.generate` with that backend.
+        format: thinking format ("s1", "think", or a format JSON).
+        dtype: how an "hf" model is loaded ("auto", "float32", "bfloat16").
+        max_thinking_tokens, max_answer_tokens: the decoder's budget (None: no limit).
+        max_tokens: hard cap on each completion.
+        temperature, top_p: sampling (temperature 0: greedy).
+        seed: seeds sampling.
+        batch_size: prompts per decoder batch.
+        chunk: prompts per cache commit (a killed run loses at most one chunk).
+    """
+
+    name: str
+    model: str
+    tokenizer: str | None = None
+    backend: str = "hf"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    format: str = "s1"
+    dtype: str = "auto"
+    max_thinking_tokens: int | None = None
+    max_answer_tokens: int | None = None
+    max_tokens: int | None = 4096
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 8
+    chunk: int = 32
+
+    def cache_settings(self) -> dict[str, Any]:
+        """What decides a completion (batching and chunking do not)."""
+        values = asdict(self)
+        for name in ("name", "batch_size", "chunk"):
+            values.pop(name)
+        return values
+
+
+def decoder_supports_backends() -> bool:
+    import decode
+
+    return "backend" in inspect.signature(decode.generate).parameters
+
+
+class _Loaded:
+    """The model and tokenizer of one spec, loaded at most once per process and only when needed."""
+
+    cache: dict[str, tuple[Any, Any]] = {}
+
+    @classmethod
+    def get(cls, spec: ModelSpec) -> tuple[Any, Any]:
+        import decode
+
+        key = f"{spec.model}|{spec.tokenizer}|{spec.dtype}|{spec.backend}"
+        if key not in cls.cache:
+            if spec.backend != "hf":  # other engines take the path and load the model themselves
+                cls.cache[key] = (spec.model, spec.tokenizer or spec.model)
+            else:
+                try:
+                    model = decode.load_model(spec.model, dtype=spec.dtype)
+                    tokenizer = decode.load_tokenizer(spec.tokenizer or spec.model)
+                except decode.ModelLoadError as err:
+                    raise CurateError(f"model {spec.name!r}: {err}") from None
+                cls.cache[key] = (model, tokenizer)
+        return cls.cache[key]
+
+
+def generate_cached(spec: ModelSpec, prompts: list[Prompt], cache: CallCache) -> list[dict[str, Any]]:
+    """One completion per prompt: {thinking, answer, thinking_tokens, answer_tokens, finish_reason}.
+
+    Cached completions are returned as they are; only the missing ones reach the model, in chunks
+    committed to the cache as they finish.
+    """
+    import decode
+
+    if spec.backend != "hf" and not decoder_supports_backends():
+        raise CurateError(
+            f"model {spec.name!r}: backend {spec.backend!r} needs decode.generate(backend=...), which this "
+            "installation's decoder does not have; use backend: hf"
+        )
+    settings = spec.cache_settings()
+    keys = [CallCache.key("generate", settings, prompt) for prompt in prompts]
+    found = cache.get_many(keys)
+    todo = [i for i, key in enumerate(keys) if key not in found]
+    if todo:
+        model, tokenizer = _Loaded.get(spec)
+        budget = decode.Budget(max_thinking_tokens=spec.max_thinking_tokens, max_answer_tokens=spec.max_answer_tokens)
+        sampling = decode.Sampling(temperature=spec.temperature, top_p=spec.top_p) if spec.temperature > 0 else None
+        extra = {"backend": spec.backend, **spec.backend_options} if decoder_supports_backends() else {}
+        for start in range(0, len(todo), spec.chunk):
+            chunk = todo[start : start + spec.chunk]
+            results = decode.generate(
+                model,
+                tokenizer,
+                [prompts[i] for i in chunk],
+                format=spec.format,
+                budget=budget,
+                sampling=sampling,
+                batch_size=spec.batch_size,
+                max_new_tokens=spec.max_tokens,
+                # Greedy decoding (the default) gives the same completion however a run is split into
+                # chunks; with sampling, the decoder seeds per batch, so a resumed run draws anew.
+                seed=spec.seed if sampling else None,
+                **extra,
+            )
+            done = {
+                keys[i]: {
+                    "thinking": r.thinking,
+                    "answer": r.answer,
+                    "thinking_tokens": r.thinking_tokens,
+                    "answer_tokens": r.answer_tokens,
+                    "finish_reason": r.finish_reason,
+                }
+                for i, r in zip(chunk, results, strict=True)
+            }
+            cache.put_many(done)
+            found.update(done)
+    return [found[key] for key in keys]

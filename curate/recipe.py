@@ -1,0 +1,177 @@
+"""A curation run, fully described by one YAML recipe (recipes/curate/*.yaml).
+
+    output_dir: runs/curate/default
+    cache_dir: runs/curate/cache
+    sources: [{name: aime, path: ../shared/data/pool/aime_1983_2023.json, question: problem}, ...]
+    stages:
+      - decontaminate: {eval_sets: [...]}
+      - quality: {rules: [...]}
+      - difficulty: {models: [...]}
+      - traces: {local: {...}}
+      - select: {size: 1000}
+
+Ingest always runs first (its sources are the recipe's `sources`); the other stages run in the
+recipe's order. A stage is a name or a one-key mapping from its kind to its settings; `name:` among
+the settings labels a stage that occurs twice (e.g. a second quality stage after traces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .api import ApiSettings
+from .cap import CapSettings
+from .decontaminate import DecontaminateSettings
+from .difficulty import DifficultySettings
+from .domains import DomainSettings
+from .generation import ModelSpec
+from .ingest import SourceSpec
+from .quality import QualityRule, QualitySettings
+from .schema import CurateError
+from .select import PreselectRule, SelectSettings
+from .traces import TracesSettings
+
+SETTINGS = {
+    "decontaminate": DecontaminateSettings,
+    "quality": QualitySettings,
+    "cap": CapSettings,
+    "difficulty": DifficultySettings,
+    "traces": TracesSettings,
+    "domains": DomainSettings,
+    "select": SelectSettings,
+}
+NESTED = {
+    "rules": QualityRule,
+    "models": ModelSpec,
+    "local": ModelSpec,
+    "judge": ApiSettings,
+    "api": ApiSettings,
+    "preselect": PreselectRule,
+}
+
+
+@dataclass
+class StageSpec:
+    """One stage of the recipe: its kind, its unique name, and its settings object."""
+
+    kind: str
+    name: str
+    settings: Any
+
+
+@dataclass
+class CurateRecipe:
+    """Settings of one curation run.
+
+    Attributes:
+        sources: where the questions come from (see `SourceSpec`).
+        stages: the stages after ingest, in order (see `StageSpec` and each stage's settings).
+        output_dir: where the curated set, the report and its plots go.
+        cache_dir: stage outputs and cached calls (shared by runs: a second recipe reuses what the
+            first computed for the same inputs and settings).
+        source: the recipe file.
+    """
+
+    sources: list[SourceSpec]
+    stages: list[StageSpec]
+    output_dir: str
+    cache_dir: str = "runs/curate/cache"
+    source: str = ""
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """A settings dataclass from a mapping, with nested settings built too; errors name the setting."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CurateError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise CurateError(f"{where}: unknown setting(s) {unknown}; known: {sorted(fields)}")
+    values = dict(data)
+    for key, nested in NESTED.items():
+        if key in values and key in fields and values[key] is not None:
+            hints = typing.get_type_hints(cls)
+            if typing.get_origin(hints[key]) is list:
+                if not isinstance(values[key], list):
+                    raise CurateError(f"{where}: {key}: expected a list")
+                values[key] = [build(nested, item, f"{where}: {key}[{i}]") for i, item in enumerate(values[key])]
+            else:
+                values[key] = build(nested, values[key], f"{where}: {key}")
+    try:
+        return cls(**values)
+    except CurateError as err:
+        raise CurateError(f"{where}: {err}") from None
+    except TypeError as err:
+        raise CurateError(f"{where}: {err}") from None
+
+
+def parse_stages(entries: Any, where: str) -> list[StageSpec]:
+    if not isinstance(entries, list):
+        raise CurateError(f"{where}: 'stages' must be a list")
+    stages: list[StageSpec] = []
+    for index, entry in enumerate(entries):
+        at = f"{where}: stages[{index}]"
+        if isinstance(entry, str):
+            kind, settings = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            kind, settings = next(iter(entry.items()))
+            settings = dict(settings or {})
+        else:
+            raise CurateError(f"{at}: expected a stage name or a one-key mapping {{stage: settings}}, got {entry!r}")
+        if kind not in SETTINGS:
+            raise CurateError(f"{at}: unknown stage {kind!r}; known: {sorted(SETTINGS)}")
+        name = str(settings.pop("name", kind))
+        if name in {s.name for s in stages} or name == "ingest":
+            raise CurateError(f"{at}: a second stage named {name!r}; give it a distinct 'name'")
+        stages.append(StageSpec(kind, name, build(SETTINGS[kind], settings, f"{at} ({name})")))
+    return stages
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> CurateRecipe:
+    known = {"sources", "stages", "output_dir", "cache_dir"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CurateError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    for name in ("sources", "output_dir"):
+        if not data.get(name):
+            raise CurateError(f"{source}: '{name}' is required")
+    if not isinstance(data["sources"], list):
+        raise CurateError(f"{source}: 'sources' must be a list")
+    sources = [build(SourceSpec, s, f"{source}: sources[{i}]") for i, s in enumerate(data["sources"])]
+    for i, spec in enumerate(sources):
+        spec.check(f"{source}: sources[{i}]")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise CurateError(f"{source}: two sources share a name ({names})")
+    return CurateRecipe(
+        sources=sources,
+        stages=parse_stages(data.get("stages") or [], source),
+        output_dir=str(data["output_dir"]),
+        cache_dir=str(data.get("cache_dir") or "runs/curate/cache"),
+        source=source,
+    )
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> CurateRecipe:
+    """Read and check a recipe; `overrides` replace top-level settings (e.g. output_dir from the command line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CurateError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise CurateError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise CurateError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data.update(overrides or {})
+    return recipe_from_dict(data, str(path))
