@@ -265,10 +265,14 @@ _engines: dict[tuple, LLM] = {}
 def load_llm(model: str, tokenizer: str | None = None, *, forcing: str = "processor", **engine_args: Any) -> LLM:
     """A `vllm.LLM` with the budget-forcing processor loaded, cached per settings in this process.
 
-    On a machine without CUDA (the CPU build), `gpu_memory_utilization` defaults to 0.3: vLLM's
-    default asks for most of the memory. Prefix caching is on (the re-prompt loop relies on it).
+    The processor is loaded whatever `forcing` is (it leaves requests without budget arguments alone),
+    so one engine serves both ways, except with speculative decoding, where vLLM refuses custom
+    processors: there only `forcing="reprompt"` is possible. On a machine without CUDA (the CPU build),
+    `gpu_memory_utilization` defaults to 0.3: vLLM's default asks for most of the memory. Prefix
+    caching is on (the re-prompt loop relies on it).
     """
-    if engine_args.get("speculative_config") and forcing == "processor":
+    speculative = bool(engine_args.get("speculative_config"))
+    if speculative and forcing == "processor":
         raise ValueError(
             "vLLM cannot run custom logits processors with speculative decoding; use forcing='reprompt', "
             "which budget-forces through the re-prompt loop on the same engine"
@@ -276,9 +280,9 @@ def load_llm(model: str, tokenizer: str | None = None, *, forcing: str = "proces
     args = {"enable_prefix_caching": True, **engine_args}
     if not torch.cuda.is_available():
         args.setdefault("gpu_memory_utilization", 0.3)
-    if forcing == "processor":
+    if not speculative:
         args["logits_processors"] = [*args.get("logits_processors", []), VLLMBudgetForcingProcessor]
-    key = (model, tokenizer, forcing, repr(sorted(args.items(), key=lambda kv: kv[0])))
+    key = (model, tokenizer, repr(sorted(args.items(), key=lambda kv: kv[0])))
     if key not in _engines:
         _engines[key] = LLM(model=model, tokenizer=tokenizer, **args)
     return _engines[key]
