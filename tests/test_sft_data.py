@@ -172,3 +172,13 @@ def short_s1k_rows(path: Path, rows: int = 5, trace_chars: int = 600, answer_cha
         for r in frame.itertuples()
     ]
     return write_jsonl(path, records)
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "fsdp_2nodes", "deepspeed_zero3", "cpu_fsdp", "cpu_ddp"])
+def test_accelerate_configs_are_read_by_accelerate(name):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(Path(__file__).resolve().parents[1] / f"recipes/accelerate/{name}.yaml"))
+    assert config.num_processes >= 2 and config.num_machines == (2 if "2nodes" in name else 1)
+    if "fsdp" in name:
+        assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_reshard_after_forward"] is True

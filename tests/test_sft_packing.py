@@ -27,6 +27,7 @@ def one_batch(trainer: SFTTrainer) -> dict:
     return batches[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_loss_equals_padded_loss(tokenizers, tmp_path, attn):
     """trl's own path: dataset preparation, best-fit-decreasing packing, collator and compute_loss."""
