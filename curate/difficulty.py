@@ -89,6 +89,7 @@ def difficulty(
         for spec in settings.models:
             before = (cache.hits, cache.misses)
             completions = generate_cached(spec, prompts, cache)
+            from_cache, generated = cache.hits - before[0], cache.misses - before[1]
             if settings.grade == "answer":
                 texts = [c["answer"] for c in completions]
             else:
@@ -121,8 +122,8 @@ def difficulty(
                         marks[i] = word == "YES"
             verdicts[spec.name] = marks
             info["models"][spec.name] = {
-                "answers_cached": cache.hits - before[0],
-                "answers_generated": cache.misses - before[1],
+                "answers_cached": from_cache,
+                "answers_generated": generated,
                 "solved": sum(1 for m in marks if m),
             }
 

@@ -9,7 +9,6 @@ progress is committed after each chunk of prompts, so a killed run loses at most
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,8 +26,11 @@ class ModelSpec:
         name: a short label used in reports and columns (e.g. "qwen7b").
         model: a local model folder or a hub id.
         tokenizer: its tokenizer (default: the model's).
-        backend: the decoder's engine ("hf": transformers; other engines as `decode.generate` offers them).
-        backend_options: extra keyword arguments for `decode.generate` with that backend.
+        backend: the decoder's engine: "hf" (transformers), "vllm" (an offline vLLM engine) or "openai"
+            (a server's completions endpoint: `model` is its base URL, `tokenizer` is required).
+        backend_options: the decoder's `engine_args` for "vllm" (e.g. tensor_parallel_size) or
+            "openai" (timeout_s, max_retries, concurrency, api_key, ...).
+        forcing: how the decoder enforces the budget on "vllm"/"openai": "processor" or "reprompt".
         format: thinking format ("s1", "think", or a format JSON).
         dtype: how an "hf" model is loaded ("auto", "float32", "bfloat16").
         max_thinking_tokens, max_answer_tokens: the decoder's budget (None: no limit).
@@ -44,6 +46,7 @@ class ModelSpec:
     tokenizer: str | None = None
     backend: str = "hf"
     backend_options: dict[str, Any] = field(default_factory=dict)
+    forcing: str = "processor"
     format: str = "s1"
     dtype: str = "auto"
     max_thinking_tokens: int | None = None
@@ -63,12 +66,6 @@ class ModelSpec:
         return values
 
 
-def decoder_supports_backends() -> bool:
-    import decode
-
-    return "backend" in inspect.signature(decode.generate).parameters
-
-
 class _Loaded:
     """The model and tokenizer of one spec, loaded at most once per process and only when needed."""
 
@@ -80,7 +77,9 @@ class _Loaded:
 
         key = f"{spec.model}|{spec.tokenizer}|{spec.dtype}|{spec.backend}"
         if key not in cls.cache:
-            if spec.backend != "hf":  # other engines take the path and load the model themselves
+            if spec.backend == "openai" and not spec.tokenizer:
+                raise CurateError(f"model {spec.name!r}: backend openai needs 'tokenizer' (prompts go as token ids)")
+            if spec.backend != "hf":  # other engines take the path (or URL) and load the model themselves
                 cls.cache[key] = (spec.model, spec.tokenizer or spec.model)
             else:
                 try:
@@ -100,11 +99,6 @@ def generate_cached(spec: ModelSpec, prompts: list[Prompt], cache: CallCache) ->
     """
     import decode
 
-    if spec.backend != "hf" and not decoder_supports_backends():
-        raise CurateError(
-            f"model {spec.name!r}: backend {spec.backend!r} needs decode.generate(backend=...), which this "
-            "installation's decoder does not have; use backend: hf"
-        )
     settings = spec.cache_settings()
     keys = [CallCache.key("generate", settings, prompt) for prompt in prompts]
     found = cache.get_many(keys)
@@ -113,7 +107,12 @@ def generate_cached(spec: ModelSpec, prompts: list[Prompt], cache: CallCache) ->
         model, tokenizer = _Loaded.get(spec)
         budget = decode.Budget(max_thinking_tokens=spec.max_thinking_tokens, max_answer_tokens=spec.max_answer_tokens)
         sampling = decode.Sampling(temperature=spec.temperature, top_p=spec.top_p) if spec.temperature > 0 else None
-        extra = {"backend": spec.backend, **spec.backend_options} if decoder_supports_backends() else {}
+        extra: dict[str, Any] = {"backend": spec.backend}
+        if spec.backend != "hf":
+            engine_args = dict(spec.backend_options)
+            if spec.backend == "vllm" and spec.dtype != "auto":
+                engine_args.setdefault("dtype", spec.dtype)
+            extra.update(engine_args=engine_args, forcing=spec.forcing)
         for start in range(0, len(todo), spec.chunk):
             chunk = todo[start : start + spec.chunk]
             results = decode.generate(

@@ -24,12 +24,13 @@ class FlakyServer:
 
     A question containing SLOW-n sleeps past the client's timeout on its first n calls, 503-n
     answers HTTP 503 n times, GARBAGE-n answers non-JSON n times, BROKEN always answers JSON
-    without choices, REFUSE answers HTTP 400. Anything else gets a reply with reasoning.
+    without choices, REFUSE answers HTTP 400. A judge prompt gets YES when the question holds SOLVED,
+    a domain prompt gets 11 for a question about primes, else 51. Anything else gets a reply with reasoning.
     `max_in_flight` counts the requests a client is waiting on at once.
     The server stops itself after `lifetime_s`, whatever happens to the test.
     """
 
-    def __init__(self, lifetime_s: float = 60.0):
+    def __init__(self, lifetime_s: float = 300.0):
         self.calls: dict[str, int] = {}
         self.in_flight = 0
         self.max_in_flight = 0
@@ -78,6 +79,10 @@ class FlakyServer:
                     return self.send(400, b'{"error": "bad request"}')
                 message = {"role": "assistant", "reasoning_content": f"Let me think about: {question}",
                            "content": "The answer is \\boxed{42}."}  # fmt: skip
+                if "YES or NO" in question:  # the difficulty stage's judge
+                    message = {"role": "assistant", "content": "YES" if "SOLVED" in question else "NO."}
+                elif "two-digit code" in question:  # the LLM domain classifier
+                    message = {"role": "assistant", "content": "11" if "prime" in question else "Class 51."}
                 reply = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
                 return self.send(200, json.dumps(reply).encode())
 
@@ -173,4 +178,28 @@ def test_traces_stage_over_the_api_counts_tokens_and_keeps_failures(server, tmp_
     assert out["thinking_trajectories"][1] == [] and out["trace_error"][1] == "teacher failed after 3 tries: HTTP 503"
     assert out["attempt"][2] == "The answer is \\boxed{42}."
     assert info["failures"] == 1 and info["called"] == 3
+    cache.close()
+
+
+def test_judge_and_llm_domain_classifier_over_the_api(s1_model_dir, server, tmp_path):
+    """Questions with no gold a rule can use go to the judge; `method: llm` domains come from the API."""
+    from curate.difficulty import DifficultySettings, difficulty
+    from curate.domains import DomainSettings, domains
+    from curate.generation import ModelSpec
+
+    questions = ["Prove that SOLVED holds for all n.", "Prove there are infinitely many primes.", "What is 2+2?"]
+    rows = [{"id": f"t:{i}", "question": q, "solution": "A proof.", "answer": "4" if i == 2 else "", "kind": "math",
+             "letters": "", "source": "t", "cot_type": "math", "metadata": "{}"}
+            for i, q in enumerate(questions)]  # fmt: skip
+    data = datasets.Dataset.from_list(rows, features=POOL_FEATURES)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    tiny = ModelSpec(name="tiny", model=str(s1_model_dir), dtype="float32", max_thinking_tokens=4, max_tokens=12)
+    stage = DifficultySettings(models=[tiny], judge=settings(server.url), grading={"workers": 1})
+    out, info = difficulty(data, stage, cache)
+    # The judge sees the whole prompt (question, solution, the model's answer): SOLVED only in the first.
+    assert out["drop_reason"] == ["solved: by tiny", "", ""]
+    assert json.loads(out["reference_correct"][1]) == {"tiny": False}
+    assert info["models"]["tiny"]["answers_generated"] == 3 and info["judge_failures"] == 0
+    labelled, _ = domains(data, DomainSettings(method="llm", api=settings(server.url)), cache)
+    assert labelled["domain"] == ["51", "11", "51"] and labelled["domain_name"][1] == "Number theory"
     cache.close()
