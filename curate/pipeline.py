@@ -99,6 +99,7 @@ def run(recipe: CurateRecipe, stop_after: str | None = None, log: Callable[[str]
         if loaded is None:
             pool, info = ingest(recipe.sources)
             info["seconds"] = time.perf_counter() - start
+            info["peak_rss_mb"] = peak_rss_mb()
             data = stages.save("ingest", key, pool, info)
             cached = False
         else:
@@ -107,7 +108,7 @@ def run(recipe: CurateRecipe, stop_after: str | None = None, log: Callable[[str]
         funnel.append({"stage": "ingest", "kind": "ingest", "rows_in": sum(s["read"] for s in info["sources"].values()),
                        "rows_out": len(data), "dropped": {"skipped (bad row)": sum(s["skipped"] for s in
                        info["sources"].values())}, "seconds": info["seconds"], "cached": cached,
-                       "peak_rss_mb": peak_rss_mb(), "info": info})  # fmt: skip
+                       "peak_rss_mb": info.get("peak_rss_mb", 0.0), "info": info})  # fmt: skip
         log(f"ingest: {len(data)} rows{' (cached)' if cached else ''}")
         for stage in recipe.stages:
             if stop_after == funnel[-1]["stage"]:
@@ -119,6 +120,7 @@ def run(recipe: CurateRecipe, stop_after: str | None = None, log: Callable[[str]
                 log(f"{stage.name}: running on {len(data)} rows")
                 output, info = stage_function(stage, calls)(data)
                 info["seconds"] = time.perf_counter() - start
+                info["peak_rss_mb"] = peak_rss_mb()
                 output = stages.save(stage.name, key, output, info)
                 cached = False
             else:
@@ -134,7 +136,7 @@ def run(recipe: CurateRecipe, stop_after: str | None = None, log: Callable[[str]
                     dropped_rows.append({"id": ids[i], "source": sources[i], "stage": stage.name, "reason": reason})
             funnel.append({"stage": stage.name, "kind": stage.kind, "rows_in": len(output), "rows_out": len(kept),
                            "dropped": dict(counts.most_common()), "seconds": info["seconds"], "cached": cached,
-                           "peak_rss_mb": peak_rss_mb(), "info": info})  # fmt: skip
+                           "peak_rss_mb": info.get("peak_rss_mb", 0.0), "info": info})  # fmt: skip
             log(f"{stage.name}: {len(output)} -> {len(kept)} rows{' (cached)' if cached else ''} {dict(counts)}")
             data = kept
         if stop_after is not None:

@@ -100,7 +100,8 @@ def markdown(report: dict[str, Any]) -> str:
         cached = "yes" if step["cached"] else "no"
         lines.append(f"| {step['stage']} | {step['rows_in']} | {step['rows_out']} | {dropped} | "
                      f"{step['seconds']:.1f} | {cached} | {step['peak_rss_mb']:.0f} |")  # fmt: skip
-    lines += ["", "Seconds of a cached stage are those of the run that computed it.", ""]
+    lines += ["", "Seconds and peak memory (of the whole process, so far) of a cached stage are those of the run that "
+              "computed it.", ""]  # fmt: skip
     for step in report["funnel"]:
         info = step["info"]
         kind = step["kind"]
@@ -126,8 +127,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", f"Questions without a gold answer a rule can grade: {info['ungraded_rows']}; "
                       f"judge failures: {info['judge_failures']}.", ""]  # fmt: skip
         elif kind == "traces":
-            lines += [f"## {step['stage']}", "", f"Teacher {info['teacher']}: {info['called']} traces requested, "
-                      f"{info['cached']} from cache, **{info['failures']} failures**.", ""]  # fmt: skip
+            lines += [f"## {step['stage']}", "", f"Teacher: {info['teacher']}. Traces requested: {info['called']}; "
+                      f"from cache: {info['cached']}; **failures: {info['failures']}**.", ""]  # fmt: skip
             lines += [f"- {e}" for e in info["failure_examples"]]
             lines.append("")
         elif kind == "domains":
