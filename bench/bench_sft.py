@@ -5,17 +5,18 @@ Qwen2.5 tokenizer and chat template) resampled with replacement to 1,000 example
 divided by `--scale` (default 32) and the block size with it (32,768 / 32 = 1,024), so that a 2-core
 CPU gets through enough steps in a few minutes; the shape of the distribution is unchanged. The
 model is a small Qwen2 whose cost per token is mostly in its layers, as in real models (a 151,936-word
-LM head would dominate a model this small), so token ids are folded into `--vocab` (default 8,192).
+LM head would dominate a model this small), so token ids are folded into `--vocab` (default 1,024).
 
 - share of real tokens: over all 1,000 examples, the tokens each plan computes that are not padding
   (padded: batches of `--batch` examples in random order, each padded to its longest; packed: trl's
   best-fit-decreasing packing into rows of the block size, padding-free);
 - tokens/s: real (non-padding) tokens per second of a training step's forward and backward through
-  trl's SFTTrainer (its collator and its compute_loss), on a tiny Qwen2 built from a config, over
-  `--steps` batches drawn from each plan, median over `--repeats` (the optimizer step is left out:
-  it costs the same per step and packing takes fewer steps).
+  trl's SFTTrainer (its collator and its compute_loss), on a small Qwen2 built from a config:
+  `--pairs` pairs of one padded and one packed batch (drawn at random from each plan) timed back to
+  back, the speedup being the median of the pairs' ratios (the optimizer step is left out: it costs
+  the same per step, and packing takes fewer steps).
 
-    python bench/bench_sft.py [--scale 32] [--batch 8] [--steps 3] [--repeats 3] [--json bench/results/sft.json]
+    python bench/bench_sft.py [--scale 32] [--batch 8] [--pairs 12] [--json bench/results/sft.json]
 """
 
 from __future__ import annotations
@@ -116,11 +117,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--scale", type=int, default=32, help="lengths and the block size are divided by this")
     parser.add_argument("--batch", type=int, default=8, help="examples per padded batch")
-    parser.add_argument("--steps", type=int, default=3, help="batches timed per plan and repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=12, help="padded/packed step pairs timed")
+    parser.add_argument("--warmup", type=int, default=2, help="pairs run first and not counted")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=8192, help="token ids are folded into this vocabulary")
+    parser.add_argument("--vocab", type=int, default=1024, help="token ids are folded into this vocabulary")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not S1K.is_file():
@@ -170,22 +171,26 @@ def main() -> None:
             plans[name] = (trainer, batches)
             results[name] = {"batches": len(batches), "computed_tokens": computed, "real_tokens": real,
                              "real_share": real / computed, "seconds": [], "tokens_per_s": []}  # fmt: skip
+        # Paired, step by step: a padded batch and a packed batch timed back to back (in alternating
+        # order), so that load from other work on the machine hits both alike; the first pairs warm up.
         rng = random.Random(1)
-        for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
-            for name in ("padded", "packed") if repeat % 2 else ("packed", "padded"):
+        paired = []
+        for pair in range(args.warmup + args.pairs):
+            for name in ("padded", "packed") if pair % 2 else ("packed", "padded"):
                 trainer, batches = plans[name]
-                seconds, real = timed_steps(trainer, rng.sample(batches, min(args.steps, len(batches))))
-                if repeat:
+                seconds, real = timed_steps(trainer, [rng.choice(batches)])
+                if pair >= args.warmup:
                     results[name]["seconds"].append(seconds)
                     results[name]["tokens_per_s"].append(real / seconds)
-                    print(f"repeat {repeat} {name}: {real / seconds:.0f} real tokens/s", flush=True)
+            if pair >= args.warmup:
+                paired.append(results["packed"]["tokens_per_s"][-1] / results["padded"]["tokens_per_s"][-1])
+                print(f"pair {pair - args.warmup + 1}: packed/padded {paired[-1]:.2f}x", flush=True)
     for r in results.values():
         r["median_tokens_per_s"] = statistics.median(r["tokens_per_s"])
     figures["plans"] = results
     figures["speedup_packed_over_padded"] = (
         results["packed"]["median_tokens_per_s"] / results["padded"]["median_tokens_per_s"]
     )
-    paired = [p / q for p, q in zip(results["packed"]["tokens_per_s"], results["padded"]["tokens_per_s"], strict=True)]
     figures["paired_speedups"] = paired
     figures["median_paired_speedup"] = statistics.median(paired)
     figures["share_ratio_packed_over_padded"] = results["packed"]["real_share"] / results["padded"]["real_share"]
@@ -194,7 +199,7 @@ def main() -> None:
         print(f"{name:7s} batches {r['batches']:4d}  real share {r['real_share']:.3f}  "
               f"median {r['median_tokens_per_s']:.0f} real tokens/s")  # fmt: skip
     print(f"packed / padded: {figures['speedup_packed_over_padded']:.2f}x median tokens/s, "
-          f"{figures['median_paired_speedup']:.2f}x median of paired repeats {[round(x, 2) for x in paired]}, "
+          f"{figures['median_paired_speedup']:.2f}x median of {len(paired)} paired steps, "
           f"{figures['share_ratio_packed_over_padded']:.2f}x real share")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,14 @@ def train(recipe: SFTRecipe, callbacks: list[TrainerCallback] | None = None) -> 
     final = Path(recipe.output_dir) / MODEL_FOLDER
     staging = final.with_name(MODEL_FOLDER + ".partial")
     model.config.use_cache = True
+    if trainer.is_world_process_zero() and staging.exists():
+        shutil.rmtree(staging)  # left by a save that was interrupted
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_fsdp_enabled:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
-        (staging / FORMAT_FILE).write_text(json.dumps({"name": fmt.name, **_format_fields(fmt)}, indent=2) + "\n")
+        (staging / FORMAT_FILE).write_text(json.dumps(asdict(fmt), indent=2) + "\n")
         run = {
             "recipe": recipe.recipe_path,
             "world_size": trainer.args.world_size,
@@ -131,7 +135,3 @@ def train(recipe: SFTRecipe, callbacks: list[TrainerCallback] | None = None) -> 
         log.info("model saved to %s", final)
     trainer.accelerator.wait_for_everyone()
     return final
-
-
-def _format_fields(fmt: Any) -> dict[str, Any]:
-    return {"open": fmt.open, "end": list(fmt.end), "close": fmt.close, "force": fmt.force, "wait": fmt.wait}
