@@ -119,8 +119,8 @@ class Embedder:
         todo = list(dict.fromkeys(k for k in keys if k not in found))
         if todo:
             text_of = dict(zip(keys, texts, strict=True))
-            for start in range(0, len(todo), 4096):  # commit every few thousand: a killed run keeps its work
-                chunk = todo[start : start + 4096]
+            for start in range(0, len(todo), 1024):  # commit every 1,024: a killed run keeps its work
+                chunk = todo[start : start + 1024]
                 vectors = self._load().encode(
                     [text_of[k] for k in chunk], batch_size=self.batch_size, normalize_embeddings=True,
                     convert_to_numpy=True, show_progress_bar=False,
