@@ -52,7 +52,7 @@ def stage_function(stage: StageSpec, calls: CallCache) -> StageFunction:
         "difficulty": lambda data: difficulty(data, settings, calls),
         "traces": lambda data: traces(data, settings, calls),
         "domains": lambda data: domains(data, settings, calls),
-        "select": lambda data: select(data, settings),
+        "select": lambda data: select(data, settings, calls),
     }
     return table[stage.kind]
 

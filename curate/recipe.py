@@ -53,6 +53,7 @@ NESTED = {
     "judge": ApiSettings,
     "api": ApiSettings,
     "preselect": PreselectRule,
+    "domains": DomainSettings,
 }
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import datasets
 import numpy as np
 
+from .cache import CallCache
+from .domains import DomainSettings, classify_texts
 from .schema import CurateError
 
 METHODS = ("s1", "s1_notebook", "random", "diverse", "longest")
@@ -47,6 +49,10 @@ class SelectSettings:
         uniform_first: for "s1_notebook": picks made with uniform domains before `domain_weights` apply.
         domain_weights: for "s1_notebook": weight per MSC code (codes not listed get 0 after the
             uniform picks; if no listed domain has rows left, domains are picked uniformly again).
+        benchmark_mix: for "s1_notebook", instead of `domain_weights`: evaluation sets (entries as in
+            the decontaminate stage) whose questions are classified with `domains` settings; their
+            domain histogram becomes the weights.
+        domains: the classifier settings for `benchmark_mix` (see `DomainSettings`; default: embedding).
     """
 
     size: int = 1000
@@ -55,6 +61,8 @@ class SelectSettings:
     preselect: list[PreselectRule] = field(default_factory=list)
     uniform_first: int = 700
     domain_weights: dict[str, float] = field(default_factory=dict)
+    benchmark_mix: list[Any] = field(default_factory=list)
+    domains: DomainSettings | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -97,8 +105,28 @@ def sample_indices(domains: list[str], lengths: list[int], candidates: list[int]
     return chosen
 
 
-def select(data: datasets.Dataset, settings: SelectSettings) -> tuple[datasets.Dataset, dict[str, Any]]:
+def benchmark_weights(settings: SelectSettings, cache: CallCache) -> dict[str, float]:
+    """The evaluation sets' domain mix: their questions classified like the pool's."""
+    from .decontaminate import load_eval_questions
+
+    questions, _ = load_eval_questions(settings.benchmark_mix)
+    codes, _ = classify_texts([q for _, q in questions], settings.domains or DomainSettings(), cache)
+    counts: dict[str, float] = {}
+    for code in codes:
+        if code:
+            counts[code] = counts.get(code, 0.0) + 1.0
+    return counts
+
+
+def select(
+    data: datasets.Dataset, settings: SelectSettings, cache: CallCache | None = None
+) -> tuple[datasets.Dataset, dict[str, Any]]:
     """The input with `drop_reason` ("not selected: ..." for rows left out) and `selected_by`."""
+    if settings.benchmark_mix:
+        if cache is None:
+            raise CurateError("select: benchmark_mix needs the call cache (run it through the pipeline)")
+        weights = benchmark_weights(settings, cache)
+        settings = SelectSettings(**{**settings.__dict__, "domain_weights": weights, "benchmark_mix": []})
     needs = {"s1": ("domain", "trace_tokens"), "s1_notebook": ("domain", "trace_tokens"), "diverse": ("domain",),
              "longest": ("trace_tokens",), "random": ()}[settings.method]  # fmt: skip
     missing = [c for c in needs if c not in data.column_names]
@@ -124,4 +152,7 @@ def select(data: datasets.Dataset, settings: SelectSettings) -> tuple[datasets.D
         how[i] = f"sampled: {settings.method}"
     reasons = ["" if h else f"not selected: {settings.method} sampling to {settings.size}" for h in how]
     out = data.add_column("selected_by", how).add_column("drop_reason", reasons)
-    return out, {"method": settings.method, "preselected": kept, "selected": sum(1 for h in how if h)}
+    info = {"method": settings.method, "preselected": kept, "selected": sum(1 for h in how if h)}
+    if settings.method == "s1_notebook":
+        info["domain_weights"] = settings.domain_weights
+    return out, info

