@@ -155,7 +155,7 @@ def test_shipped_recipes_load():
     assert "cpu.yaml" in names and len(names) >= 4
     for path in root.glob("*.yaml"):
         loaded = load_recipe(path)
-        assert loaded.data.block_size >= 512 and loaded.training
+        assert loaded.data.block_size >= 256 and loaded.training
 
 
 def short_s1k_rows(path: Path, rows: int = 5, trace_chars: int = 600, answer_chars: int = 200) -> Path:
