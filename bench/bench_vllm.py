@@ -78,6 +78,41 @@ def earlier_thinking(tokenizer, n: int) -> list[int]:
     return (ids * (n // len(ids) + 1))[:n]
 
 
+def apply_cost(batch: int, steps: int = 300) -> float:
+    """Median milliseconds of one `apply` call of the processor on a batch of greedy rows in thinking
+    (no engine: the processor alone, on logits of the real vocabulary size)."""
+    from types import SimpleNamespace
+
+    import torch
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from decode import Budget, get_format
+    from decode.request_args import to_request_args
+    from decode.vllm import VLLMBudgetForcingProcessor
+
+    tokenizer = str(ROOT.parent / "shared" / "tokenizers" / "qwen2.5")
+    config = SimpleNamespace(
+        speculative_config=None, model_config=SimpleNamespace(model=tokenizer, tokenizer=tokenizer)
+    )
+    processor = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
+    budget = Budget(max_thinking_tokens=10**6)
+    params = SamplingParams(temperature=0, max_tokens=10**7, extra_args=to_request_args(get_format("s1"), budget))
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    processor.update_state(BatchUpdate(batch, [], [(i, params, [1], outputs[i]) for i in range(batch)], []))
+    logits = torch.randn(batch, 151936, generator=torch.Generator().manual_seed(0))
+    times = []
+    for step in range(steps + 20):
+        scores = logits.roll(step, dims=1)
+        start = time.perf_counter()
+        chosen = processor.apply(scores).argmax(dim=-1).tolist()
+        if step >= 20:  # the first calls load the tokenizer
+            times.append(time.perf_counter() - start)
+        for row, token in enumerate(chosen):
+            outputs[row].append(token)
+    return statistics.median(times) * 1e3
+
+
 def build_engine(folder: Path, fmt, max_len: int):
     from vllm import LLM
     from vllm.config import ReasoningConfig
@@ -108,6 +143,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--contexts", type=int, nargs="+", default=[0, 2048])
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--apply-only", action="store_true", help="only the processor's own cost per step")
     args = parser.parse_args()
 
     import torch
@@ -141,6 +177,14 @@ def main() -> None:
         return [list(o.outputs[0].token_ids) for o in outputs]
 
     plain = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True, detokenize=False)
+
+    print("\nthe processor alone (greedy rows in thinking, 151,936-token vocabulary):")
+    for batch in args.batches:
+        ms = apply_cost(batch)
+        figures.append(dict(kind="apply", batch=batch, apply_ms=ms))
+        print(f"  batch {batch}: {ms:.3f} ms per step", flush=True)
+    if args.apply_only:
+        return
 
     # -- the maximum: built-in thinking_token_budget against the processor -------------------------
     folder = save_tiny_model(workdir / "free", tokenizer_dir, {}, seed=0)
