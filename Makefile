@@ -33,16 +33,30 @@ lint:
 bench:
 	$(PY) bench/bench_decode.py --json bench/results/decode.json
 	$(PY) bench/bench_eval.py --json bench/results/eval.json
+	$(PY) -c "import vllm" 2>/dev/null && $(PY) bench/bench_vllm.py --json bench/results/vllm.json \
+		|| echo "bench_vllm: vLLM is not installed (make install-vllm); skipped"
+	$(PY) bench/bench_curate.py --json bench/results/curate.json
+	$(PY) bench/bench_sft.py --json bench/results/sft.json
+	$(PY) bench/bench_rl.py --json bench/results/rl.json
 
-# Without RECIPE: the small offline default on a tiny random model (built here on first use).
-eval:
-ifeq ($(RECIPE),)
-	@test -f runs/models/tiny-s1/config.json || $(PY) -m tests.tiny_model runs/models/tiny-s1
-	$(PY) -m evals recipes/eval/default.yaml
-else
-	$(PY) -m evals $(RECIPE)
-endif
+# The tiny random model (real Qwen2.5 tokenizer) that each stage's offline default runs on.
+TINY := runs/models/tiny-s1
+$(TINY)/config.json:
+	$(PY) -m tests.tiny_model $(TINY)
 
-curate sft rl demo:
-	@echo "make $@: not built yet (see the roadmap in README.md)" >&2
+# Each stage: without RECIPE, a small offline default on this CPU; with RECIPE, that run.
+curate: $(if $(RECIPE),,$(TINY)/config.json)
+	$(if $(RECIPE),,HF_HUB_OFFLINE=1 )$(PY) -m curate $(or $(RECIPE),recipes/curate/default.yaml)
+
+sft: $(if $(RECIPE),,$(TINY)/config.json)
+	$(PY) -m sft $(or $(RECIPE),recipes/sft/cpu.yaml)
+
+rl: $(if $(RECIPE),,$(TINY)/config.json)
+	$(PY) -m rl $(or $(RECIPE),recipes/rl/cpu.yaml)
+
+eval: $(if $(RECIPE),,$(TINY)/config.json)
+	$(PY) -m evals $(or $(RECIPE),recipes/eval/default.yaml)
+
+demo:
+	@echo "make demo: not built yet (see the roadmap in README.md)" >&2
 	@exit 2
