@@ -158,14 +158,16 @@ def test_shipped_recipes_load():
         assert loaded.data.block_size >= 256 and loaded.training
 
 
-def short_s1k_rows(path: Path, rows: int = 5, trace_chars: int = 600, answer_chars: int = 200) -> Path:
+def short_s1k_rows(
+    path: Path, rows: int = 5, trace_chars: int = 600, answer_chars: int = 200, question_chars: int = 300
+) -> Path:
     """The real s1K-1.1 rows with their traces and answers cut short, for tests that train on them."""
     import pandas as pd
 
     frame = pd.read_parquet(s1k_rows()).head(rows)
     records = [
         {
-            "q": r.question[:300],
+            "q": r.question[:question_chars],
             "trace": r.gemini_thinking_trajectory[:trace_chars],
             "ans": r.gemini_attempt[:answer_chars],
         }

@@ -24,7 +24,7 @@ def test_two_process_fsdp_run_matches_one_process(tmp_path):
     from sft.train import train
 
     model = tiny_sft_model(tmp_path / "base")
-    rows = short_s1k_rows(tmp_path / "rows.jsonl", trace_chars=250, answer_chars=100)
+    rows = short_s1k_rows(tmp_path / "rows.jsonl", trace_chars=150, answer_chars=60, question_chars=150)
     steps = {"max_steps": 2, "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 2}
     sharded = write_recipe(
         tmp_path / "fsdp.yaml", model, rows, tmp_path / "fsdp", training={**steps, "per_device_train_batch_size": 1}

@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_same_weights_and_loss_and_decodes(tmp_path):
     from sft.train import train
 
     model = tiny_sft_model(tmp_path / "base")
-    rows = short_s1k_rows(tmp_path / "rows.jsonl", trace_chars=250, answer_chars=100)
+    rows = short_s1k_rows(tmp_path / "rows.jsonl", trace_chars=150, answer_chars=60, question_chars=150)
     whole = train(load_recipe(write_recipe(tmp_path / "whole.yaml", model, rows, tmp_path / "whole")))
 
     interrupted = write_recipe(tmp_path / "cut.yaml", model, rows, tmp_path / "cut")
