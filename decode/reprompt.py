@@ -51,10 +51,11 @@ Engine = Callable[[list[Continuation]], list[list[int]]]
 
 
 def round_seed(seed: int | None, index: int, done: int) -> int | None:
-    """A distinct seed per sequence and round, so that rounds do not repeat one random stream."""
+    """A distinct seed per sequence and round (`seed + index` is the sequence's own seed, as in the
+    logits processors, so results do not depend on how prompts are batched)."""
     if seed is None:
         return None
-    return (seed * 1_000_003 + index * 7_919 + done) % 2**63
+    return ((seed + index) * 1_000_003 + done) % 2**63
 
 
 def reprompt_generate(

