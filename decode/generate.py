@@ -178,7 +178,7 @@ def generate(
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed + start)
-        forcing = BudgetForcing(
+        processor = BudgetForcing(
             tokenizer,
             fmt,
             budgets[start : start + batch_size],
@@ -188,8 +188,8 @@ def generate(
             generator=generator,
         )
         input_ids, attention_mask = _left_pad(rows, pad, device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **forcing.generate_kwargs())
-        batch = forcing.results()
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **processor.generate_kwargs())
+        batch = processor.results()
         for row, result in enumerate(batch):  # the engine emitted exactly what the states chose
             emitted = out[row, input_ids.shape[1] : input_ids.shape[1] + len(result.completion_ids)]
             if emitted.tolist() != result.completion_ids:

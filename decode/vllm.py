@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ logger = logging.getLogger(__name__)
 QUALIFIED_NAME = "decode.vllm:VLLMBudgetForcingProcessor"
 GREEDY_EPS = 1e-5  # vLLM decodes greedily below this temperature
 MAX_PARKED = 4096  # states of preempted requests kept until they resume
+
+# vLLM builds an engine's processors once, from the entry points and from the engine's own list, so
+# the processor installed through this package's entry point *and* named in `logits_processors`
+# would run twice, the second reading the first one's forced token as the model's proposal (and
+# counting a forced answer header as answer tokens). Only the first one built for an engine acts.
+_acting: dict[int, weakref.ReferenceType] = {}
 
 
 def eos_token_ids(model_path: str | None, tokenizer: Any) -> list[int]:
@@ -130,6 +137,13 @@ class VLLMBudgetForcingProcessor(LogitsProcessor):
                 "budget forcing's logits processor cannot run with speculative decoding; "
                 "use the re-prompt loop (forcing='reprompt') instead"
             )
+        self.vllm_config = vllm_config  # kept alive with this processor, so its id is not reused meanwhile
+        first = _acting.get(id(vllm_config))
+        self.duplicate = first is not None and first() is not None
+        if self.duplicate:
+            logger.info("budget forcing: processor loaded twice for one engine; the second copy stays idle")
+        else:
+            _acting[id(vllm_config)] = weakref.ref(self)
         self.device = device
         model_config = vllm_config.model_config
         self.model_path = model_config.model
@@ -142,12 +156,12 @@ class VLLMBudgetForcingProcessor(LogitsProcessor):
         self.parked: OrderedDict[int, _Row] = OrderedDict()  # by id(SamplingParams): preempted requests
 
     def is_argmax_invariant(self) -> bool:
-        return False  # it decides the token, greedy included
+        return self.duplicate  # it decides the token, greedy included (an idle duplicate changes nothing)
 
     # -- batch bookkeeping -------------------------------------------------------------------
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if not batch_update:
+        if not batch_update or self.duplicate:
             return
         for index in batch_update.removed:
             row = self.rows.pop(index, None)
@@ -219,7 +233,7 @@ class VLLMBudgetForcingProcessor(LogitsProcessor):
     # -- the step ------------------------------------------------------------------------------
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.rows:
+        if not self.rows:  # (always so for an idle duplicate)
             return logits
         chosen: dict[int, int] = {}
         greedy: list[int] = []

@@ -129,3 +129,28 @@ def finished(request) -> bool:
     if state.finish_reason == "max_answer":  # vLLM stops once the forced end-of-sequence is out
         return bool(request.output) and request.output[-1] in state.tokens.eos
     return state.done
+
+
+def test_a_second_copy_for_the_same_engine_stays_idle(tokenizers):
+    """Installed through the entry point and also named in `logits_processors`, vLLM builds the
+    processor twice for one engine: only the first acts, the second leaves every row alone."""
+    tokenizer = tokenizers["s1"]
+    folder = str(tokenizer_dir("qwen2.5"))
+    config = SimpleNamespace(speculative_config=None, model_config=SimpleNamespace(model=folder, tokenizer=folder))
+    first = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
+    second = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
+    other = SimpleNamespace(speculative_config=None, model_config=SimpleNamespace(model=folder, tokenizer=folder))
+    third = VLLMBudgetForcingProcessor(other, torch.device("cpu"), False)  # another engine: acts
+    assert not first.duplicate and second.duplicate and not third.duplicate
+    assert second.is_argmax_invariant() and not first.is_argmax_invariant()
+
+    tokens = get_format("s1").tokens(tokenizer, [QWEN_EOS])
+    request = Request(Budget(min_thinking_tokens=4), tokens)
+    for processor in (first, second):
+        processor.update_state(BatchUpdate(1, [], [(0, request.params, [1, 2], request.output)], []))
+    logits = torch.zeros(1, VOCAB_SIZE)
+    logits[0, IM_START] = 5.0  # the model wants to end its thinking at once
+    forced = first.apply(logits.clone())
+    wait = tokens.wait[0]
+    assert int(forced.argmax()) == wait and torch.isinf(forced).sum() == VOCAB_SIZE - 1
+    assert torch.equal(second.apply(forced.clone()), forced)
