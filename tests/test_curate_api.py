@@ -181,6 +181,7 @@ def test_traces_stage_over_the_api_counts_tokens_and_keeps_failures(server, tmp_
     cache.close()
 
 
+@pytest.mark.slow
 def test_judge_and_llm_domain_classifier_over_the_api(s1_model_dir, server, tmp_path):
     """Questions with no gold a rule can use go to the judge; `method: llm` domains come from the API."""
     from curate.difficulty import DifficultySettings, difficulty
