@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from evals.recipe import read_settings
 
 from .api import ApiSettings
 from .cap import CapSettings
@@ -165,14 +165,6 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> CurateRe
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> CurateRecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. output_dir from the command line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CurateError(f"recipe {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise CurateError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise CurateError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data = read_settings(path, CurateError)
     data.update(overrides or {})
     return recipe_from_dict(data, str(path))

@@ -82,17 +82,24 @@ class EvalRecipe:
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalRecipe:
-    """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
+def read_settings(path: str | Path, error: type[Exception] = RecipeError) -> dict[str, Any]:
+    """A recipe file's top-level settings; a missing file, bad YAML or a non-mapping raise `error`
+    naming the file. Every stage's recipe loader reads its file through this."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
+        raise error(f"recipe {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML ({err})") from None
+        raise error(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        raise error(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalRecipe:
+    """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
+    data = read_settings(path)
     data.update(overrides or {})
     return recipe_from_dict(data, str(path))
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evals import BenchmarkSpec
+from evals.recipe import read_settings
 
 from .prompts import PromptError, PromptSettings
 from .rewards import RewardError, RewardSettings
@@ -149,15 +148,7 @@ def _check_trainer_keys(source: str, trainer: dict[str, Any]) -> None:
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> LCPORecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data = read_settings(path, RecipeError)
     for key, value in (overrides or {}).items():
         if key == "max_steps":
             data["trainer"] = {**(data.get("trainer") or {}), "max_steps": value}

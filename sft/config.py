@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from evals.recipe import read_settings
 
 OVERLONG_POLICIES = ("error", "drop", "truncate")
 RESUME_MODES = ("auto", "never")
@@ -161,15 +161,7 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> SFTRecip
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> SFTRecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(values, dict):
-        raise RecipeError(f"{path}: expected a mapping of settings at the top level")
+    values = read_settings(path, RecipeError)
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
