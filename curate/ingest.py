@@ -17,6 +17,8 @@ from typing import Any
 
 import datasets
 
+from evals.benchmarks import read_file_rows
+
 from .cache import file_hash
 from .schema import POOL_FEATURES, CurateError
 
@@ -98,29 +100,9 @@ def read_source_rows(spec: SourceSpec) -> list[tuple[str, Any]]:
     path = Path(spec.path or "")
     if not path.is_file():
         raise CurateError(f"source {spec.name!r}: file {path} does not exist")
-    if path.suffix == ".parquet":
-        rows = datasets.Dataset.from_parquet(str(path)).to_list()
-        return [(f"{path}: row {i + 1}", row) for i, row in enumerate(rows)]
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CurateError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, list):
-            raise CurateError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-        return [(f"{path}: item {i + 1}", row) for i, row in enumerate(data)]
-    if path.suffix not in (".jsonl", ".ndjson"):
+    if path.suffix not in (".parquet", ".json", ".jsonl", ".ndjson"):
         raise CurateError(f"source {spec.name!r}: {path}: expected .jsonl, .json or .parquet")
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{path}: line {number}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            rows.append((f"{path}: line {number}", CurateError(f"{path}: line {number}: not valid JSON ({err.msg})")))
-    return rows
+    return read_file_rows(path, CurateError, keep_bad_lines=True)  # bad lines: raised or skipped per on_error
 
 
 def lookup(row: dict[str, Any], name: str) -> Any:

@@ -120,6 +120,18 @@ def read_rows(spec: BenchmarkSpec, root: Path | None = None) -> list[tuple[str, 
         path = root / path
     if not path.is_file():
         raise BenchmarkError(f"benchmark {spec.name!r}: file {path} does not exist")
+    return read_file_rows(path)
+
+
+def read_file_rows(
+    path: Path, error: type[Exception] = BenchmarkError, keep_bad_lines: bool = False
+) -> list[tuple[str, Any]]:
+    """(where, row) pairs of a .parquet, a .json list, or JSON lines (any other name).
+
+    A file that cannot be read raises `error` naming it; a JSON line that does not parse raises
+    `error` naming the line, or with `keep_bad_lines` stands in the list as that error, for a caller
+    that skips and counts bad rows (curation's `on_error: skip`).
+    """
     if path.suffix == ".parquet":
         import datasets
 
@@ -130,18 +142,21 @@ def read_rows(spec: BenchmarkSpec, root: Path | None = None) -> list[tuple[str, 
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise BenchmarkError(f"{path}: not valid JSON ({err})") from None
+            raise error(f"{path}: not valid JSON ({err})") from None
         if not isinstance(data, list):
-            raise BenchmarkError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+            raise error(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
         return [(f"{path}: item {i + 1}", row) for i, row in enumerate(data)]
-    rows = []
+    rows: list[tuple[str, Any]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rows.append((f"{path}: line {number}", json.loads(line)))
         except json.JSONDecodeError as err:
-            raise BenchmarkError(f"{path}: line {number}: not valid JSON ({err.msg})") from None
+            bad = error(f"{path}: line {number}: not valid JSON ({err.msg})")
+            if not keep_bad_lines:
+                raise bad from None
+            rows.append((f"{path}: line {number}", bad))
     return rows
 
 
