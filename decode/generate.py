@@ -135,9 +135,15 @@ def generate(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if forcing not in FORCING:
         raise ValueError(f"forcing must be one of {FORCING}, got {forcing!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    budget = Budget() if budget is None else budget
+    budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")
     if backend != "hf":
         return _generate_elsewhere(
-            model, tokenizer, prompts, format, budget, sampling, batch_size, max_new_tokens, seed, on_batch, backend,
+            model, tokenizer, prompts, format, budgets, sampling, batch_size, max_new_tokens, seed, on_batch, backend,
             forcing, engine_args or {},
         )  # fmt: skip
     if engine_args:
@@ -147,13 +153,7 @@ def generate(
         model = load_model(str(model))
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(str(tokenizer))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     fmt = get_format(format)
-    budget = Budget() if budget is None else budget
-    budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
-    if len(budgets) != len(prompts):
-        raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = eos_ids(model, tokenizer)
@@ -205,7 +205,7 @@ def _generate_elsewhere(
     tokenizer: Any,
     prompts: Sequence[Prompt],
     format: str | ThinkingFormat,
-    budget: Budget | Sequence[Budget] | None,
+    budgets: list[Budget],
     sampling: Sampling | None,
     batch_size: int,
     max_new_tokens: int | None,
@@ -215,14 +215,9 @@ def _generate_elsewhere(
     forcing: str,
     engine_args: dict[str, Any],
 ) -> list[BudgetResult]:
-    """The vLLM and HTTP backends: prompts are tokenized here and sent as token ids."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    """The vLLM and HTTP backends (`generate` has checked the batch size and budgets): prompts are
+    tokenized here and sent as token ids."""
     fmt = get_format(format)
-    budget = Budget() if budget is None else budget
-    budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
-    if len(budgets) != len(prompts):
-        raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")
     model_path = str(model) if isinstance(model, str | Path) else None
     if backend == "vllm":
         from .vllm import load_llm, vllm_generate
