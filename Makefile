@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 RECIPE ?=
 EXTRAS ?= dev
 
-.PHONY: install install-vllm test lint bench curate sft rl eval demo
+.PHONY: install install-vllm test lint bench tiny-model curate sft rl eval demo
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -39,24 +39,26 @@ bench:
 	$(PY) bench/bench_sft.py --json bench/results/sft.json
 	$(PY) bench/bench_rl.py --json bench/results/rl.json
 
-# The tiny random model (real Qwen2.5 tokenizer) that each stage's offline default runs on.
+# The tiny random model (real Qwen2.5 tokenizer) that the small offline recipes run on
+# (recipes/{curate/default,sft/cpu,eval/default,rl/cpu}.yaml): `make tiny-model` builds it.
 TINY := runs/models/tiny-s1
+tiny-model: $(TINY)/config.json
 $(TINY)/config.json:
 	$(PY) -m tests.tiny_model $(TINY)
 
-# Each stage: without RECIPE, a small offline default on this CPU; with RECIPE, that run.
-curate: $(if $(RECIPE),,$(TINY)/config.json)
-	$(if $(RECIPE),,HF_HUB_OFFLINE=1 )$(PY) -m curate $(or $(RECIPE),recipes/curate/default.yaml)
+# Each stage: with RECIPE, that run; without, its own stage of the demo (the stages it needs first
+# run too, once). `make demo` runs the whole demo and prints its report.
+curate:
+	$(if $(RECIPE),HF_HUB_OFFLINE=1 $(PY) -m curate $(RECIPE),$(PY) -m demo curate)
 
-sft: $(if $(RECIPE),,$(TINY)/config.json)
-	$(PY) -m sft $(or $(RECIPE),recipes/sft/cpu.yaml)
+sft:
+	$(if $(RECIPE),$(PY) -m sft $(RECIPE),$(PY) -m demo sft)
+
+eval:
+	$(if $(RECIPE),$(PY) -m evals $(RECIPE),$(PY) -m demo eval)
 
 rl: $(if $(RECIPE),,$(TINY)/config.json)
 	$(PY) -m rl $(or $(RECIPE),recipes/rl/cpu.yaml)
 
-eval: $(if $(RECIPE),,$(TINY)/config.json)
-	$(PY) -m evals $(or $(RECIPE),recipes/eval/default.yaml)
-
 demo:
-	@echo "make demo: not built yet (see the roadmap in README.md)" >&2
-	@exit 2
+	$(PY) -m demo

@@ -2,7 +2,9 @@
 
 s1 asked Gemini Thinking (s1.1: DeepSeek-R1) for each question. The teacher here is either an
 OpenAI-compatible API (`api`: any server, with bounded concurrency, retries with backoff and a
-limit) or a local model through the decoder (`local`). Both are cached by content. A question whose
+limit) or a local model through the decoder (`local`); both are cached by content. A pool that
+already carries its traces (s1.1's pool holds DeepSeek-R1's; the demo's generator writes its own)
+names the metadata fields that hold them (`from_metadata`), and no teacher is called. A question whose
 trace failed keeps its row with an empty trace and the reason in `trace_error`; a later quality stage
 with `required: [thinking_trajectories]` drops it, as s1 dropped its API errors. Trace length is
 counted in tokens of the target model's tokenizer (the model to be fine-tuned), not the teacher's.
@@ -18,7 +20,7 @@ import datasets
 from .api import ApiSettings, chat_all
 from .cache import CallCache
 from .generation import ModelSpec, generate_cached
-from .schema import CurateError
+from .schema import CurateError, metadata_of
 
 DEFAULT_PROMPT = "{question}"
 
@@ -29,25 +31,42 @@ class TracesSettings:
 
     Attributes:
         api: the teacher as an OpenAI-compatible endpoint (see `ApiSettings`), or
-        local: the teacher as a local model run by the decoder (see `ModelSpec`); give exactly one.
+        local: the teacher as a local model run by the decoder (see `ModelSpec`), or
+        from_metadata: the traces are in the pool: {"trace": field, "attempt": field} of each row's
+            metadata (an empty trace counts as a failed call); give exactly one of the three.
         prompt: the user message; `{question}` is replaced (s1 sent the question as it is).
         target_tokenizer: the tokenizer whose token count is the trace length (s1: Qwen2.5's).
     """
 
     api: ApiSettings | None = None
     local: ModelSpec | None = None
+    from_metadata: dict[str, str] | None = None
     prompt: str = DEFAULT_PROMPT
     target_tokenizer: str = ""
 
     def __post_init__(self) -> None:
-        if (self.api is None) == (self.local is None):
-            raise CurateError("traces: give exactly one teacher, 'api' or 'local'")
+        if sum(x is not None for x in (self.api, self.local, self.from_metadata)) != 1:
+            raise CurateError("traces: give exactly one teacher: 'api', 'local' or 'from_metadata'")
+        if self.from_metadata is not None and set(self.from_metadata) != {"trace", "attempt"}:
+            raise CurateError(
+                f"traces: from_metadata must map 'trace' and 'attempt' to metadata fields, got {self.from_metadata!r}"
+            )
         if not self.target_tokenizer:
             raise CurateError("traces: 'target_tokenizer' is required (trace lengths are counted with it)")
 
 
 def teacher_traces(rows: list[dict[str, Any]], settings: TracesSettings, cache: CallCache) -> list[dict[str, str]]:
     """Per row: {trace, attempt, error}; `error` is "" on success."""
+    if settings.from_metadata is not None:
+        out = []
+        for row in rows:
+            meta = metadata_of(row)
+            trace, attempt = meta.get(settings.from_metadata["trace"]), meta.get(settings.from_metadata["attempt"])
+            if not isinstance(trace, str) or not trace.strip():
+                out.append({"trace": "", "attempt": "", "error": "the pool row has no trace"})
+            else:
+                out.append({"trace": trace, "attempt": attempt if isinstance(attempt, str) else "", "error": ""})
+        return out
     conversations = [[{"role": "user", "content": settings.prompt.format(question=r["question"])}] for r in rows]
     if settings.api is not None:
         replies = chat_all(settings.api, conversations, cache)
@@ -86,7 +105,7 @@ def traces(
     out = out.add_column("drop_reason", [""] * len(out))
     failures = [r["error"] for r in results if r["error"]]
     info = {
-        "teacher": settings.api.model if settings.api else settings.local.name if settings.local else "",
+        "teacher": settings.api.model if settings.api else settings.local.name if settings.local else "pool metadata",
         "cached": cache.hits - before[0],
         "called": cache.misses - before[1],
         "failures": len(failures),

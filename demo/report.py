@@ -1,0 +1,111 @@
+"""The demo's report: the base and fine-tuned models side by side, from the evaluation summaries.
+
+It reads what `evals` wrote for each model (summary.json), and the timings `python -m demo` kept,
+and writes report.md (the headline table, what the run shows, and the time and memory per stage)
+and demo.png (accuracy against the thinking budget for both models).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+BENCHMARK = "demo"
+MAX_METHOD = "budget_forcing"  # the recipe's label of the maximum-budget sweep
+WAIT_METHOD = "wait"  # and of the "Wait" (minimum budget) sweep
+
+
+def load(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "summary.json").read_text())["benchmarks"][BENCHMARK]
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
+    """What the run shows, stated from its numbers: the claims the demo is there to check."""
+    out = []
+    sweep, base_sweep = tuned[MAX_METHOD]["points"], base[MAX_METHOD]["points"]
+    top, base_top = sweep[-1], base_sweep[-1]
+    gain = top["accuracy"] - base_top["accuracy"]
+    out.append(
+        f"After SFT, accuracy at the largest budget ({top['budget']} thinking tokens) is {pct(top['accuracy'])}%, "
+        f"against {pct(base_top['accuracy'])}% for the base model ({100 * gain:+.1f} points)."
+    )
+    accuracies = [p["accuracy"] for p in sweep]
+    rising = all(b >= a - 0.02 for a, b in zip(accuracies, accuracies[1:], strict=False))
+    out.append(
+        "Accuracy against the forced maximum budget: "
+        + ", ".join(f"{p['budget']}: {pct(p['accuracy'])}%" for p in sweep)
+        + (
+            " (it rises with the budget)."
+            if rising and accuracies[-1] > accuracies[0]
+            else " (it does not rise steadily)."
+        )
+    )
+    out.append(f"Control of budget forcing: {pct(tuned[MAX_METHOD]['control'])}% of runs stayed within the budget.")
+    if WAIT_METHOD in tuned:
+        waits = tuned[WAIT_METHOD]["points"]
+        first, best = waits[0], max(waits, key=lambda p: p["accuracy"])
+        verdict = (
+            f"helped: {pct(first['accuracy'])}% -> {pct(best['accuracy'])}% at {best['point']}"
+            if best["accuracy"] > first["accuracy"]
+            else f"did not help: {pct(first['accuracy'])}% without it, at most {pct(best['accuracy'])}% with it"
+        )
+        out.append(f'Forcing "Wait" (ignoring the end of thinking) {verdict}.')
+    return out
+
+
+def table(models: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| model | method | point | accuracy % | mean thinking tokens | Control % |", "|---|---|---|---|---|---|"]
+    for name, methods in models.items():
+        for label, method in methods.items():
+            for p in method["points"]:
+                lines.append(
+                    f"| {name} | {label} | {p['point']} | {pct(p['accuracy'])} | "
+                    f"{p['thinking_tokens']['mean']:.0f} | {pct(p['control'])} |"
+                )
+    return lines
+
+
+def plot(base: dict[str, Any], tuned: dict[str, Any], path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, methods, style in (("after SFT", tuned, "o-"), ("base model", base, "s--")):
+        points = methods[MAX_METHOD]["points"]
+        axis.plot([p["budget"] for p in points], [100 * p["accuracy"] for p in points], style, label=name)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("forced maximum thinking budget (tokens)")
+    axis.set_ylabel("accuracy on the held-out set (%)")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title("Budget forcing on the demo task")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(out_dir: Path, base_dir: Path, tuned_dir: Path, timings: dict[str, Any]) -> tuple[Path, str]:
+    """report.md and demo.png in `out_dir`; returns the report's path and its headline table."""
+    base, tuned = load(base_dir), load(tuned_dir)
+    headline = table({"base": {MAX_METHOD: base[MAX_METHOD]}, "SFT": {MAX_METHOD: tuned[MAX_METHOD]}})
+    plot(base, tuned, out_dir / "demo.png")
+    lines = ["# Demo report", "", *[f"- {line}" for line in findings(base, tuned)], "", "![accuracy](demo.png)", ""]
+    lines += ["## Budget forcing, base and fine-tuned", "", *headline, ""]
+    lines += ["## Every method, fine-tuned model", "", *table({"SFT": tuned}), ""]
+    lines += ["## Time and memory per stage", "", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
+    for stage, t in timings.items():
+        lines.append(f"| {stage} | {t['seconds']:.0f} | {t['peak_rss_mb']:.0f} |")
+    total = sum(t["seconds"] for t in timings.values())
+    lines += [f"| total | {total:.0f} | |", ""]
+    lines += [f"Evaluation folders: `{tuned_dir}` (fine-tuned), `{base_dir}` (base)."]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path, "\n".join(findings(base, tuned) + [""] + headline)

@@ -1,0 +1,112 @@
+"""The demo, shortened: every stage's output feeds the next, and every report file is produced.
+
+The real recipes (recipes/*/demo*.yaml) are copied into a temporary folder with their sizes cut
+(fewer questions, a few training steps, two budgets) and run by `python -m demo` there, so this
+checks the recipes themselves, the stage order and the hand-offs, not the demo's accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+
+from demo.tasks import DOMAINS, LEVELS, generate_tasks, make_drill
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "data/demo.yaml": {"pool_size": 160, "heldout_size": 12, "drills": 200, "base_questions": 200,
+                       "flaws": {"leaked": 3, "exact_duplicates": 3, "near_duplicates": 3, "asymptote": 2, "image": 2,
+                                 "no_answer": 2, "no_trace": 2}},
+    "sft/demo-base.yaml": {"training": {"max_steps": 3, "save_steps": 2}},
+    "curate/demo.yaml": {},
+    "sft/demo.yaml": {"training": {"max_steps": 3, "save_steps": 2}},
+    "eval/demo.yaml": {"methods": [{"method": "budget_forcing", "budgets": [8, 32]},
+                                   {"method": "budget_forcing", "label": "wait", "num_ignore": [0, 1]},
+                                   {"method": "class_conditional"}],
+                       "max_tokens": 96},
+    "eval/demo-base.yaml": {"methods": [{"method": "budget_forcing", "budgets": [8, 32]}], "max_tokens": 96},
+}  # fmt: skip
+
+
+def merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def shortened(tmp: Path) -> None:
+    for name, changes in RECIPES.items():
+        recipe = yaml.safe_load((ROOT / "recipes" / name).read_text())
+        recipe = merged(recipe, changes)
+        if name == "curate/demo.yaml":
+            recipe["stages"][-1]["select"]["size"] = 20
+        target = tmp / "recipes" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+def test_tasks_are_seeded_and_correct():
+    first, again = generate_tasks(200, seed=3), generate_tasks(200, seed=3)
+    assert first == again
+    assert {t.domain for t in first} == set(DOMAINS) and {t.level for t in first} <= set(LEVELS)
+    for task in first:
+        last = task.trace.splitlines()[-1]
+        # The trace ends with its answer: "So the answer is X." or, after a check, its verdict.
+        assert task.answer in last, (task.trace, task.answer)
+        assert task.trace.count("\n") >= task.level + 1
+        if task.slip:
+            assert task.checked and ("I made a mistake" in task.trace or "It matches" in task.trace)
+    with_check = [t for t in first if t.checked]
+    assert with_check and all("Wait, let me check." in t.trace for t in with_check)
+    question, short, answer = make_drill(__import__("random").Random(0))
+    assert question.startswith("What is") and answer in short
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_shortened(tmp_path: Path):
+    shortened(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1500)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    manifest = json.loads((tmp_path / "data/demo/manifest.json").read_text())
+    flaws = manifest["pool"]["by_flaw"]
+    assert flaws["clean"] == 160 and flaws["leaked"] == 3 and flaws["no trace"] == 2
+    assert (tmp_path / "runs/demo/init/tokenizer.json").is_file()
+    assert json.loads((tmp_path / "runs/demo/base/model/train_report.json").read_text())["global_step"] == 3
+
+    # Curation used the base model and the pool's traces, and every filter caught its flawed rows.
+    curate = tmp_path / "runs/demo/curate"
+    dropped = [json.loads(line) for line in (curate / "dropped.jsonl").read_text().splitlines()]
+    reasons = " ".join(d["reason"] for d in dropped)
+    for expected in ("contaminated", "duplicate", "asymptote figure", "image reference", "missing", "solved"):
+        assert expected in reasons, (expected, sorted({d["reason"].split(":")[0] for d in dropped}))
+    assert any(d["stage"] == "trace check" for d in dropped)
+    curated = datasets.load_from_disk(str(curate / "curated"))
+    assert 0 < len(curated) <= 20 and all(t for t in curated["thinking_trajectories"])
+    assert (curate / "report.md").is_file()
+
+    assert json.loads((tmp_path / "runs/demo/sft/model/train_report.json").read_text())["data"]["rows"] == len(curated)
+    for model in ("sft", "base"):
+        summary = json.loads((tmp_path / f"runs/demo/eval/{model}/summary.json").read_text())
+        sweep = summary["benchmarks"]["demo"]["budget_forcing"]
+        assert [p["budget"] for p in sweep["points"]] == [8, 32] and sweep["control"] == 1.0
+    report = (tmp_path / "runs/demo/report.md").read_text()
+    assert "Control of budget forcing: 100.0%" in report and (tmp_path / "runs/demo/demo.png").stat().st_size > 0
+    timings = json.loads((tmp_path / "runs/demo/timings.json").read_text())
+    assert list(timings) == ["data", "base", "curate", "sft", "eval"]
+    assert "report: runs/demo/report.md" in done.stdout
+
+    # A second run finds every stage done and only rewrites the report.
+    again = subprocess.run([sys.executable, "-m", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0 and again.stdout.count(": done (recipe unchanged)") == 5, again.stdout[-2000:]
