@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from curate.api import ApiSettings, BadReply, chat_all, parse_reply
 from curate.cache import CallCache
-from curate.schema import POOL_FEATURES
+from curate.schema import POOL_FEATURES, CurateError
 from curate.traces import TracesSettings, traces
 from tests.conftest import tokenizer_dir
 
@@ -178,6 +178,26 @@ def test_traces_stage_over_the_api_counts_tokens_and_keeps_failures(server, tmp_
     assert out["thinking_trajectories"][1] == [] and out["trace_error"][1] == "teacher failed after 3 tries: HTTP 503"
     assert out["attempt"][2] == "The answer is \\boxed{42}."
     assert info["failures"] == 1 and info["called"] == 3
+    cache.close()
+
+
+def test_traces_from_the_pools_metadata_call_no_teacher(tmp_path):
+    metas = [{"trace": "6 times 7 is 42.", "attempt": "42"}, {"trace": "", "attempt": ""}, {"other": 1}]
+    rows = [{"id": f"m:{i}", "question": "What is 6 times 7?", "solution": "", "answer": "", "kind": "math",
+             "letters": "", "source": "m", "cot_type": "math", "metadata": json.dumps(meta)}
+            for i, meta in enumerate(metas)]  # fmt: skip
+    data = datasets.Dataset.from_list(rows, features=POOL_FEATURES)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    stage = TracesSettings(from_metadata={"trace": "trace", "attempt": "attempt"},
+                           target_tokenizer=str(tokenizer_dir("qwen2.5")))  # fmt: skip
+    out, info = traces(data, stage, cache)
+    assert out["thinking_trajectories"] == [["6 times 7 is 42."], [], []] and out["attempt"][0] == "42"
+    assert out["trace_error"][1:] == ["the pool row has no trace"] * 2 and out["trace_tokens"][0] > 0
+    assert info["failures"] == 2 and info["called"] == 0 and info["teacher"] == "pool metadata"
+    with pytest.raises(CurateError, match="exactly one teacher"):
+        TracesSettings(from_metadata={"trace": "t", "attempt": "a"}, api=settings("http://x"), target_tokenizer="t")
+    with pytest.raises(CurateError, match="from_metadata must map"):
+        TracesSettings(from_metadata={"trace": "t"}, target_tokenizer="t")
     cache.close()
 
 
