@@ -21,6 +21,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from curate.pipeline import write_jsonl_atomically
+
 from .model import ModelSettings, init_model
 from .tasks import DOMAINS, Task, generate_tasks, make_drill
 from .tokenizer import train_tokenizer
@@ -32,7 +34,7 @@ class FlawSettings:
 
     leaked: int = 40  # copies of held-out questions
     exact_duplicates: int = 40
-    near_duplicates: int = 40  # a copy with a word changed
+    near_duplicates: int = 40  # a copy with a word added
     asymptote: int = 20  # an [asy] figure in the question
     image: int = 20  # a markdown image reference in the question
     no_answer: int = 20  # the reference answer is missing
@@ -112,7 +114,7 @@ def add_flaws(rows: list[dict[str, Any]], heldout: list[Task], flaws: FlawSettin
     for row in rng.sample(clean, flaws.exact_duplicates):
         rows.append(copy_of(row, "exact duplicate"))
     for row in rng.sample(clean, flaws.near_duplicates):
-        rows.append(copy_of(row, "near duplicate", question=row["question"].replace("What is", "Find", 1)))
+        rows.append(copy_of(row, "near duplicate", question=row["question"] + " Thanks."))
     for row in rng.sample(clean, flaws.asymptote):
         figure = "\n[asy]\ndraw((0,0)--(4,0)--(4,3)--cycle);\n[/asy]"
         rows.append(copy_of(row, "asymptote figure", question=row["question"] + figure))
@@ -123,14 +125,6 @@ def add_flaws(rows: list[dict[str, Any]], heldout: list[Task], flaws: FlawSettin
     for row in rng.sample(clean, flaws.no_trace):
         rows.append(copy_of(row, "no trace", trace="", attempt=""))
     rng.shuffle(rows)
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def chat_text(question: str, thinking: str, answer: str) -> str:
@@ -166,16 +160,16 @@ def build(settings: DataSettings) -> dict[str, Any]:
 
     pool = [pool_row(task, i) for i, task in enumerate(pool_tasks)]
     add_flaws(pool, heldout, settings.flaws, random.Random(flaw_seed))
-    write_jsonl(out / "pool.jsonl", pool)
+    write_jsonl_atomically(out / "pool.jsonl", pool)
     heldout_rows = [
         {"id": f"heldout-{i}", "question": t.question, "answer": t.answer, "domain": t.domain, "level": t.level}
         for i, t in enumerate(heldout)
     ]
-    write_jsonl(out / "heldout.jsonl", heldout_rows)
+    write_jsonl_atomically(out / "heldout.jsonl", heldout_rows)
     base_rows = [{"question": t.question, "short": t.short, "answer": t.answer} for t in base_tasks]
     base_rows += [{"question": q, "short": short, "answer": a} for q, short, a in drills]
     random.Random(base_seed + 2).shuffle(base_rows)
-    write_jsonl(out / "base_train.jsonl", base_rows)
+    write_jsonl_atomically(out / "base_train.jsonl", base_rows)
     progress.update()
 
     # The tokenizer learns from the whole conversations (chat and format strings included), so the

@@ -40,15 +40,14 @@ def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
         f"against {pct(base_top['accuracy'])}% for the base model ({100 * gain:+.1f} points)."
     )
     accuracies = [p["accuracy"] for p in sweep]
-    rising = all(b >= a - 0.02 for a, b in zip(accuracies, accuracies[1:], strict=False))
+    # "Rises" means a real gain from the smallest to the largest budget (5 points or more) with no
+    # step down of more than 2 points on the way; 200 questions put about 3 points of noise on each.
+    steady = all(b >= a - 0.02 for a, b in zip(accuracies, accuracies[1:], strict=False))
+    rises = steady and accuracies[-1] - accuracies[0] >= 0.05
     out.append(
         "Accuracy against the forced maximum budget: "
         + ", ".join(f"{p['budget']}: {pct(p['accuracy'])}%" for p in sweep)
-        + (
-            " (it rises with the budget)."
-            if rising and accuracies[-1] > accuracies[0]
-            else " (it does not rise steadily)."
-        )
+        + (" (it rises with the budget)." if rises else " (it does not rise with the budget).")
     )
     out.append(f"Control of budget forcing: {pct(tuned[MAX_METHOD]['control'])}% of runs stayed within the budget.")
     if WAIT_METHOD in tuned:

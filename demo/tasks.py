@@ -8,8 +8,9 @@ Four domains, each a short computation repeated k times (k = the question's leve
 - base conversion: n in base 2 or 3, by repeated division.
 
 The trace does one step per line, and each line needs only the line before it and a number or two
-of the question: facts a tiny transformer learns quickly. A model that stops thinking early has only
-a partial result, so accuracy rises with the thinking budget; a model answering at once, without a
+of the question, which ends with the numbers the first step needs (`Start at 70.`), close to where
+the trace begins: copying and a few hundred small facts. A model that stops thinking early has only
+a partial result, so accuracy can rise with the thinking budget; a model answering at once, without a
 trace, gets the one-step questions right and the long ones wrong, which is what curation's
 difficulty filter looks for.
 
@@ -55,7 +56,7 @@ class Task:
 
 
 def _problem(domain: str, level: int, rng: random.Random):
-    """(question, intro line, start value, step function, finish function) for one question.
+    """(question, start value, step function, finish function) for one question.
 
     `step(i, value)` returns (new value, the line's text); `finish(value)` is the answer. Every
     step is one small fact (a last digit of a one-digit sum or product, a sum below 60, dividing a
@@ -63,29 +64,29 @@ def _problem(domain: str, level: int, rng: random.Random):
     """
     if domain == "arithmetic":
         x, d = rng.randint(0, 99), rng.randint(1, 9)
-        question = f"Arithmetic: start at {x} and add {d}, {level} times. What is the last digit of the result?"
+        question = f"Arithmetic: add {d}, {level} times, and give the last digit. Start at {x}."
 
         def step(i, v):
             return (v + d) % 10, f"{i}) {v}+{d} ends in {(v + d) % 10}"
 
-        return question, f"Keep the last digit. Start at {x}.", x, step, str
+        return question, x, step, str
     if domain == "counting":
         d = rng.randint(2, 9)
         n = d * level + rng.randint(0, d - 1)
-        question = f"Counting: how many multiples of {d} are there from 1 to {n}?"
+        question = f"Counting: how many multiples of {d} are there up to {n}?"
 
         def step(i, v):
             return v + d, f"{i}) {v}+{d}={v + d}"
 
-        return question, f"List the multiples of {d} up to {n}. Start at 0.", 0, step, lambda v: str(v // d)
+        return question, 0, step, lambda v: str(v // d)
     if domain == "modular arithmetic":
         x, a = rng.randint(1, 99), rng.choice((2, 3, 4, 6, 7, 8, 9))
-        question = f"Modular arithmetic: what is {x} times {a} to the power {level}, modulo 10?"
+        question = f"Modular arithmetic: multiply by {a}, {level} times, modulo 10. Start at {x}."
 
         def step(i, v):
             return (v * a) % 10, f"{i}) {v}*{a} ends in {(v * a) % 10}"
 
-        return question, f"Multiply by {a} and keep the last digit. Start at {x}.", x, step, str
+        return question, x, step, str
     if domain == "base conversion":
         base = 2 if level > 4 else rng.choice((2, 3))
         n = rng.randint(base ** (level - 1), base**level - 1)
@@ -96,7 +97,7 @@ def _problem(domain: str, level: int, rng: random.Random):
             part, digit = divmod(rest, base)
             return (part, f"{digit}{digits}"), f"{i}) {rest}={base}*{part}+{digit}, digits {digit}{digits}"
 
-        return question, f"Divide {n} by {base} until 0; the remainders are the digits.", (n, ""), step, lambda v: v[1]
+        return question, (n, ""), step, lambda v: v[1]
     raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
 
 
@@ -123,13 +124,13 @@ def _steps(level: int, start, step, slip_at: int | None, rng: random.Random) -> 
 
 def make_task(domain: str, level: int, rng: random.Random, check_rate: float = 0.35, slip_rate: float = 0.5) -> Task:
     """One question of `domain` at `level`, with its trace."""
-    question, intro, start, step, finish = _problem(domain, level, rng)
+    question, start, step, finish = _problem(domain, level, rng)
     checked = rng.random() < check_rate
     slip = checked and rng.random() < slip_rate
     slip_at = rng.randint(1, level) if slip else None
     first, first_value = _steps(level, start, step, slip_at, rng)
     answer, first_answer = finish(_steps(level, start, step, None, rng)[1]), finish(first_value)
-    lines = [intro, *first, f"So the answer is {first_answer}."]
+    lines = [*first, f"So the answer is {first_answer}."]
     if checked:
         second, _ = _steps(level, start, step, None, rng)
         verdict = "It matches." if answer == first_answer else f"I made a mistake: the answer is {answer}."
@@ -152,7 +153,7 @@ def make_drill(rng: random.Random) -> tuple[str, str, str]:
     is chaining them, which is what the traces teach. The short answer is the step's own working.
     """
     domain = DOMAINS[rng.randrange(len(DOMAINS))]
-    question, _, _, step, _ = _problem(domain, 1, rng)
+    question, _, step, _ = _problem(domain, 1, rng)
     value: object = rng.randint(0, 9) if rng.random() < 0.7 else rng.randint(10, 99)  # a first step's start
     if domain == "counting":
         value = rng.randint(0, 5) * int(question.split("multiples of ")[1].split()[0])
