@@ -71,6 +71,18 @@ class DataSettings:
     flaws: FlawSettings = field(default_factory=FlawSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
 
+    def __post_init__(self) -> None:
+        for name in ("pool_size", "heldout_size", "drills", "base_questions", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.check_rate <= 1:
+            raise ValueError(f"check_rate must be between 0 and 1, got {self.check_rate!r}")
+        for name, count in asdict(self.flaws).items():
+            limit = self.heldout_size if name == "leaked" else self.pool_size
+            if not isinstance(count, int) or not 0 <= count <= limit:
+                raise ValueError(f"flaws.{name} must be an integer from 0 to {limit}, got {count!r}")
+
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -84,7 +96,7 @@ def load_settings(path: str | Path) -> DataSettings:
         flaws = FlawSettings(**values.pop("flaws", {}) or {})
         model = ModelSettings(**values.pop("model", {}) or {})
         return DataSettings(**values, flaws=flaws, model=model)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
 
 

@@ -58,12 +58,16 @@ def test_tasks_are_seeded_and_correct():
     assert first == again
     assert {t.domain for t in first} == set(DOMAINS) and {t.level for t in first} <= set(LEVELS)
     for task in first:
-        last = task.trace.splitlines()[-1]
-        # The trace ends with its answer: "So the answer is X." or, after a check, its verdict.
-        assert task.answer in last, (task.trace, task.answer)
-        assert task.trace.count("\n") >= task.level + 1
-        if task.slip:
-            assert task.checked and ("I made a mistake" in task.trace or "It matches" in task.trace)
+        lines = task.trace.splitlines()
+        last = lines[-1]
+        # One line per step, then the answer; after a check, its verdict names the answer if it changed.
+        assert lines[task.level] == f"So the answer is {task.answer}." or task.slip, task.trace
+        if last.startswith("I made a mistake"):
+            assert task.slip and last == f"I made a mistake: the answer is {task.answer}."
+        elif last == "It matches.":
+            assert task.checked and f"So the answer is {task.answer}." in task.trace
+        else:
+            assert not task.checked and last == f"So the answer is {task.answer}." and len(lines) == task.level + 1
     with_check = [t for t in first if t.checked]
     assert with_check and all("Wait, let me check." in t.trace for t in with_check)
     question, short, answer = make_drill(__import__("random").Random(0))
@@ -114,3 +118,22 @@ def test_demo_end_to_end_shortened(tmp_path: Path):
     again = subprocess.run([sys.executable, "-m", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)  # fmt: skip
     assert again.returncode == 0 and again.stdout.count(": done (recipe unchanged)") == 5, again.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pool_size: -3\n", "pool_size must be a positive integer"),
+        ("pool_sise: 3\n", "unexpected keyword argument 'pool_sise'"),
+        ("heldout_size: 5\nflaws: {leaked: 9}\n", "flaws.leaked must be an integer from 0 to 5"),
+        ("check_rate: 2\n", "check_rate must be between 0 and 1"),
+    ],
+)
+def test_data_recipe_errors_name_the_file_and_setting(tmp_path: Path, text: str, message: str):
+    from demo.data import load_settings
+
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_settings(recipe)
+    assert str(recipe) in str(caught.value)
