@@ -37,6 +37,8 @@ TIMINGS = RUN_DIR / "timings.json"
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage: its recipe, the `python -m` commands that run it, and the files that show it is done."""
+
     name: str
     recipe: str
     commands: tuple[tuple[str, ...], ...]
@@ -46,7 +48,9 @@ class Stage:
 
 EVAL = "recipes/eval/demo.yaml"
 STAGES = (
-    Stage("data", "recipes/data/demo.yaml", (("demo.data", "recipes/data/demo.yaml"),), ("data/demo/manifest.json",)),
+    Stage("data", "recipes/data/demo.yaml", (("demo.data", "recipes/data/demo.yaml"),),
+          ("data/demo/manifest.json", "data/demo/pool.jsonl", "data/demo/heldout.jsonl", "data/demo/base_train.jsonl",
+           "runs/demo/init/config.json")),
     Stage("base", "recipes/sft/demo-base.yaml", (("sft", "recipes/sft/demo-base.yaml"),),
           ("runs/demo/base/model/train_report.json",), ("runs/demo/base",)),
     Stage("curate", "recipes/curate/demo.yaml", (("curate", "recipes/curate/demo.yaml"),),

@@ -212,7 +212,9 @@ def build(settings: DataSettings) -> dict[str, Any]:
         "base_train": len(base_rows),
         "tokenizer": {"vocab": len(tokenizer), "folder": str(model_dir)},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    staged = out / "manifest.json.tmp"  # written last, in one rename: it marks the stage done
+    staged.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(staged, out / "manifest.json")
     progress.update()
     progress.close()
     return manifest
