@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ class FlawSettings:
     near_duplicates: int = 40  # a copy with a word added
     asymptote: int = 20  # an [asy] figure in the question
     image: int = 20  # a markdown image reference in the question
-    no_answer: int = 20  # the reference answer is missing
-    no_trace: int = 20  # the teacher wrote no trace
+    no_answer: int = 20  # a clean row's reference answer is blanked
+    no_trace: int = 20  # a clean row's teacher trace is blanked
 
 
 @dataclass
@@ -48,7 +49,7 @@ class DataSettings:
     Attributes:
         out_dir: where the pool, held-out set and base training set go (JSONL files).
         model_dir: where the tokenizer and the untrained model go (one folder, loadable as a model).
-        pool_size: clean questions in the pool (before the flawed rows are added).
+        pool_size: questions generated for the pool (the blanked flawed rows are among them).
         heldout_size: questions of the held-out evaluation set.
         drills: one-step questions in the base model's training set (see `tasks.make_drill`).
         base_questions: pool-like questions with their one-line answers in that set.
@@ -82,6 +83,9 @@ class DataSettings:
             limit = self.heldout_size if name == "leaked" else self.pool_size
             if not isinstance(count, int) or not 0 <= count <= limit:
                 raise ValueError(f"flaws.{name} must be an integer from 0 to {limit}, got {count!r}")
+        planted = sum(asdict(self.flaws).values()) - self.flaws.leaked
+        if planted > self.pool_size:
+            raise ValueError(f"the flaws need {planted} clean rows but pool_size is {self.pool_size}")
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -115,27 +119,43 @@ def pool_row(task: Task, index: int) -> dict[str, Any]:
 
 
 def add_flaws(rows: list[dict[str, Any]], heldout: list[Task], flaws: FlawSettings, rng: random.Random) -> None:
-    """Append the flawed rows (each built from a clean row or a held-out question) to `rows`."""
-    clean = list(rows)
+    """Plant the flawed rows in `rows`: copies of clean rows (duplicates, figures) and held-out questions
+    are added; a missing answer or trace is blanked in a clean row itself, so no deduplication can
+    remove it before the filter meant for it. No clean row serves two flaws."""
+    copies = (flaws.exact_duplicates, flaws.near_duplicates, flaws.asymptote, flaws.image)
+    # Blanked rows must reach the quality stage: their question appears once in the pool and not in
+    # the held-out set (deduplication and decontamination run first).
+    counts = Counter(row["question"] for row in rows)
+    held_out = {task.question for task in heldout}
+    unique = [i for i, row in enumerate(rows) if counts[row["question"]] == 1 and row["question"] not in held_out]
+    blanked = rng.sample(unique, flaws.no_answer + flaws.no_trace)
+    others = sorted(set(range(len(rows))) - set(blanked))
+    picked = iter(rng.sample(others, sum(copies)) + blanked)
+    added = []
 
     def copy_of(row: dict[str, Any], flaw: str, **changes: Any) -> dict[str, Any]:
-        return {**row, **changes, "id": f"{row['id']}-{flaw}-{len(rows)}", "flaw": flaw}
+        return {**row, **changes, "id": f"{row['id']}-{flaw}-{len(rows) + len(added)}", "flaw": flaw}
 
     for task in rng.sample(heldout, flaws.leaked):
-        rows.append(copy_of(pool_row(task, len(rows)), "leaked"))
-    for row in rng.sample(clean, flaws.exact_duplicates):
-        rows.append(copy_of(row, "exact duplicate"))
-    for row in rng.sample(clean, flaws.near_duplicates):
-        rows.append(copy_of(row, "near duplicate", question=row["question"] + " Thanks."))
-    for row in rng.sample(clean, flaws.asymptote):
-        figure = "\n[asy]\ndraw((0,0)--(4,0)--(4,3)--cycle);\n[/asy]"
-        rows.append(copy_of(row, "asymptote figure", question=row["question"] + figure))
-    for row in rng.sample(clean, flaws.image):
-        rows.append(copy_of(row, "image reference", question=row["question"] + "\n![the numbers](numbers.png)"))
-    for row in rng.sample(clean, flaws.no_answer):
-        rows.append(copy_of(row, "no answer", answer=""))
-    for row in rng.sample(clean, flaws.no_trace):
-        rows.append(copy_of(row, "no trace", trace="", attempt=""))
+        added.append(copy_of(pool_row(task, len(rows) + len(added)), "leaked"))
+    figure = "\n[asy]\ndraw((0,0)--(4,0)--(4,3)--cycle);\n[/asy]"
+    for flaw, count, change in (
+        ("exact duplicate", flaws.exact_duplicates, {}),
+        ("near duplicate", flaws.near_duplicates, {"question": " Thanks."}),
+        ("asymptote figure", flaws.asymptote, {"question": figure}),
+        ("image reference", flaws.image, {"question": "\n![the numbers](numbers.png)"}),
+    ):
+        for _ in range(count):
+            row = rows[next(picked)]
+            added.append(copy_of(row, flaw, **{k: row[k] + v for k, v in change.items()}))
+    for flaw, count, blank in (
+        ("no answer", flaws.no_answer, ("answer",)),
+        ("no trace", flaws.no_trace, ("trace", "attempt")),
+    ):
+        for _ in range(count):
+            row = rows[next(picked)]
+            row.update({field: "" for field in blank}, flaw=flaw)
+    rows.extend(added)
     rng.shuffle(rows)
 
 

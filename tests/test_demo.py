@@ -84,7 +84,7 @@ def test_demo_end_to_end_shortened(tmp_path: Path):
 
     manifest = json.loads((tmp_path / "data/demo/manifest.json").read_text())
     flaws = manifest["pool"]["by_flaw"]
-    assert flaws["clean"] == 160 and flaws["leaked"] == 3 and flaws["no trace"] == 2
+    assert flaws["clean"] == 156 and flaws["leaked"] == 3 and flaws["no trace"] == 2
     assert (tmp_path / "runs/demo/init/tokenizer.json").is_file()
     assert json.loads((tmp_path / "runs/demo/base/model/train_report.json").read_text())["global_step"] == 3
 
