@@ -96,7 +96,8 @@ def write_report(out_dir: Path, base_dir: Path, tuned_dir: Path, timings: dict[s
     base, tuned = load(base_dir), load(tuned_dir)
     headline = table({"base": {MAX_METHOD: base[MAX_METHOD]}, "SFT": {MAX_METHOD: tuned[MAX_METHOD]}})
     plot(base, tuned, out_dir / "demo.png")
-    lines = ["# Demo report", "", *[f"- {line}" for line in findings(base, tuned)], "", "![accuracy](demo.png)", ""]
+    shown = findings(base, tuned)
+    lines = ["# Demo report", "", *[f"- {line}" for line in shown], "", "![accuracy](demo.png)", ""]
     lines += ["## Budget forcing, base and fine-tuned", "", *headline, ""]
     lines += ["## Every method, fine-tuned model", "", *table({"SFT": tuned}), ""]
     lines += ["## Time and memory per stage", "", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
@@ -107,4 +108,4 @@ def write_report(out_dir: Path, base_dir: Path, tuned_dir: Path, timings: dict[s
     lines += [f"Evaluation folders: `{tuned_dir}` (fine-tuned), `{base_dir}` (base)."]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    return path, "\n".join(findings(base, tuned) + [""] + headline)
+    return path, "\n".join(shown + [""] + headline)
