@@ -8,6 +8,7 @@ and demo.png (accuracy against the thinking budget for both models).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,14 @@ def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
     sweep, base_sweep = tuned[MAX_METHOD]["points"], base[MAX_METHOD]["points"]
     top, base_top = sweep[-1], base_sweep[-1]
     gain = top["accuracy"] - base_top["accuracy"]
+    # The standard error of a difference of two accuracies, each over its own runs; "clearly"
+    # means three of them, well beyond what resampling the held-out questions could do.
+    error = math.sqrt(sum(p["accuracy"] * (1 - p["accuracy"]) / p["runs"] for p in (top, base_top)))
+    verdict = "clearly above" if gain >= 3 * error else "not clearly above"
     out.append(
         f"After SFT, accuracy at the largest budget ({top['budget']} thinking tokens) is {pct(top['accuracy'])}%, "
-        f"against {pct(base_top['accuracy'])}% for the base model ({100 * gain:+.1f} points)."
+        f"against {pct(base_top['accuracy'])}% for the base model ({100 * gain:+.1f} points, "
+        f"standard error {100 * error:.1f}: {verdict})."
     )
     accuracies = [p["accuracy"] for p in sweep]
     # "Rises" means a real gain from the smallest to the largest budget (5 points or more) with no

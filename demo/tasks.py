@@ -8,7 +8,7 @@ Four domains, each a short computation repeated k times (k = the question's leve
 - base conversion: n in base 2 or 3, by repeated division.
 
 The trace does one step per line, and each line needs only the line before it and a number or two
-of the question, which ends with the numbers the first step needs (`Start at 70.`), close to where
+of the question, which ends with the number the first step needs (`Start at 70.`, `write 24.`), close to where
 the trace begins: copying and a few hundred small facts. A model that stops thinking early has only
 a partial result, so accuracy can rise with the thinking budget; a model answering at once, without a
 trace, gets the one-step questions right and the long ones wrong, which is what curation's
@@ -80,7 +80,9 @@ def _problem(domain: str, level: int, rng: random.Random):
 
         return question, 0, step, lambda v: str(v // d)
     if domain == "modular arithmetic":
-        x, a = rng.randint(1, 99), rng.choice((2, 3, 4, 6, 7, 8, 9))
+        # A start ending in 0 or 5 would be a fixed point (0, or 5 for an odd factor): answerable
+        # without a single step, so such starts are left out.
+        x, a = rng.choice([v for v in range(1, 100) if v % 5]), rng.choice((2, 3, 4, 6, 7, 8, 9))
         question = f"Modular arithmetic: multiply by {a}, {level} times, modulo 10. Start at {x}."
 
         def step(i, v):
@@ -90,7 +92,7 @@ def _problem(domain: str, level: int, rng: random.Random):
     if domain == "base conversion":
         base = 2 if level > 4 else rng.choice((2, 3))
         n = rng.randint(base ** (level - 1), base**level - 1)
-        question = f"Base conversion: write {n} in base {base}."
+        question = f"Base conversion: in base {base}, write {n}."
 
         def step(i, v):
             rest, digits = v
@@ -162,7 +164,7 @@ def make_drill(rng: random.Random) -> tuple[str, str, str]:
     new, line = step(1, value)
     working = line.split(") ", 1)[1]
     if domain == "base conversion":
-        asked = f"{value[0]} divided by {question.split('base ')[1].rstrip('.')}"
+        asked = f"{value[0]} divided by {question.split('base ')[1].split(',')[0]}"
     else:
         asked = working.split(" ends in ")[0].split("=")[0]
         asked = f"the last digit of {asked}" if " ends in " in working else asked

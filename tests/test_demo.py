@@ -137,3 +137,37 @@ def test_data_recipe_errors_name_the_file_and_setting(tmp_path: Path, text: str,
     with pytest.raises(ValueError, match=message) as caught:
         load_settings(recipe)
     assert str(recipe) in str(caught.value)
+
+
+def _summary(accuracies: list[float], runs: int = 200, label: str = "budget_forcing") -> dict:
+    points = [{"budget": 16 * 2**i, "point": f"N={16 * 2**i}", "accuracy": a, "runs": runs, "control": 1.0}
+              for i, a in enumerate(accuracies)]  # fmt: skip
+    return {label: {"points": points, "control": 1.0}}
+
+
+@pytest.mark.parametrize(
+    ("base", "tuned", "expected"),
+    [
+        # +20 points on 200 questions is over four standard errors of the difference.
+        ([0.3] * 3, [0.2, 0.35, 0.5], ["clearly above", "(it rises with the budget)"]),
+        # +5 points is about one standard error; a 4-point step down breaks the rise.
+        ([0.3] * 3, [0.3, 0.39, 0.35], ["not clearly above", "(it does not rise with the budget)"]),
+        # A rise of 4 points in all is within the noise.
+        ([0.1] * 3, [0.4, 0.42, 0.44], ["clearly above", "(it does not rise with the budget)"]),
+    ],
+)
+def test_report_findings_judge_the_numbers(base: list[float], tuned: list[float], expected: list[str]):
+    from demo.report import findings
+
+    text = " ".join(findings(_summary(base), _summary(tuned)))
+    assert all(phrase in text for phrase in expected), text
+
+
+def test_report_says_whether_wait_helped():
+    from demo.report import findings
+
+    base, tuned = _summary([0.3, 0.3]), _summary([0.3, 0.5])
+    tuned |= _summary([0.5, 0.49, 0.2], label="wait")
+    assert 'Forcing "Wait" (ignoring the end of thinking) did not help: 50.0% without it' in findings(base, tuned)[-1]
+    tuned |= _summary([0.5, 0.56, 0.2], label="wait")
+    assert "helped: 50.0% -> 56.0% at N=32" in findings(base, tuned)[-1]
