@@ -171,3 +171,21 @@ def test_report_says_whether_wait_helped():
     assert 'Forcing "Wait" (ignoring the end of thinking) did not help: 50.0% without it' in findings(base, tuned)[-1]
     tuned |= _summary([0.5, 0.56, 0.2], label="wait")
     assert "helped: 50.0% -> 56.0% at N=32" in findings(base, tuned)[-1]
+
+
+def test_difficulty_asks_the_base_model_as_the_evaluation_does():
+    """The base model learnt bare questions; curation's difficulty reference must be asked them the
+    same way the evaluation asks it, or it answers text it has never seen and solves almost nothing."""
+    from types import SimpleNamespace
+
+    from curate.difficulty import user_prompt
+    from curate.recipe import load_recipe as load_curate
+    from evals.recipe import load_recipe as load_eval
+    from evals.runner import user_message
+
+    stages = load_curate(ROOT / "recipes/curate/demo.yaml").stages
+    difficulty = next(s.settings for s in stages if s.name == "difficulty")
+    evaluation = load_eval(ROOT / "recipes/eval/demo-base.yaml")
+    question = "Arithmetic: add 9, 2 times, and give the last digit. Start at 70."
+    asked = user_prompt({"question": question, "kind": "math"}, difficulty.prompts)[0]["content"]
+    assert asked == user_message(evaluation, SimpleNamespace(question=question, kind="math"), "") == question
