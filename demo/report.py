@@ -58,7 +58,7 @@ def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
     out.append(f"Control of budget forcing: {pct(tuned[MAX_METHOD]['control'])}% of runs stayed within the budget.")
     if WAIT_METHOD in tuned:
         waits = tuned[WAIT_METHOD]["points"]
-        first, best = waits[0], max(waits, key=lambda p: p["accuracy"])
+        first, best = waits[0], max(waits[1:] or waits, key=lambda p: p["accuracy"])
         verdict = (
             f"helped: {pct(first['accuracy'])}% -> {pct(best['accuracy'])}% at {best['point']}"
             if best["accuracy"] - first["accuracy"] >= 0.03  # beyond the noise of 200 questions
