@@ -177,10 +177,9 @@ def test_report_says_whether_wait_helped():
 def test_difficulty_asks_the_base_model_as_the_evaluation_does():
     """The base model learnt bare questions; curation's difficulty reference must be asked them the
     same way the evaluation asks it, or it answers text it has never seen and solves almost nothing."""
-    from types import SimpleNamespace
-
     from curate.difficulty import user_prompt
     from curate.recipe import load_recipe as load_curate
+    from evals.benchmarks import Problem
     from evals.recipe import load_recipe as load_eval
     from evals.runner import user_message
 
@@ -189,4 +188,4 @@ def test_difficulty_asks_the_base_model_as_the_evaluation_does():
     evaluation = load_eval(ROOT / "recipes/eval/demo-base.yaml")
     question = "Arithmetic: add 9, 2 times, and give the last digit. Start at 70."
     asked = user_prompt({"question": question, "kind": "math"}, difficulty.prompts)[0]["content"]
-    assert asked == user_message(evaluation, SimpleNamespace(question=question, kind="math"), "") == question
+    assert asked == user_message(evaluation, Problem("demo", "q", question, "8", "math"), "") == question
