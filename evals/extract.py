@@ -1,8 +1,11 @@
 """Finding the answer a model gave, in the text after its thinking.
 
 Only the answer part is ever searched (the decoder splits it from the thinking), so an "Answer: B"
-written while reasoning never counts. The patterns are plain and linear: model output is untrusted
-text, and nothing in it is evaluated here.
+written while reasoning never counts. Model output is untrusted text, and nothing in it is evaluated
+here. Every pattern runs in time linear in the text, whatever it holds: runs of whitespace are matched
+possessively (`\\s*+`), so a failed match never backtracks through them (a greedy `\\s*(?:is)?\\s*`
+is quadratic on "Answer" followed by a long run of spaces, a common degenerate output). The grader
+also runs extraction under its per-answer deadline.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import re
 
 BOXED = ("\\boxed", "\\fbox")
-ANSWER_LINE = re.compile(r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*(.*)", re.IGNORECASE)
-LEAD_WORDS = re.compile(r"^(?:the\s+)?(?:final\s+)?(?:answer\s+)?(?:is\s+)?", re.IGNORECASE)
+ANSWER_LINE = re.compile(r"(?:final\s++answer|answer)\s*+(?:is\s*+)?[:：]\s*+(.*)", re.IGNORECASE)
+LEAD_WORDS = re.compile(r"^(?:the\s++)?(?:final\s++)?(?:answer\s++)?(?:is\s++)?", re.IGNORECASE)
 TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{(.*)\}$", re.DOTALL)
 
 
@@ -65,8 +68,9 @@ def extract_math(answer: str) -> tuple[str | None, str]:
 
 def extract_choice(answer: str, letters: str = "ABCD") -> tuple[str | None, str]:
     """(letter, where it was found) for a multiple-choice answer."""
-    one_letter = re.compile(rf"^\(?([{letters}])\)?(?:[.:)\s]|$)")
-    anywhere = re.compile(rf"(?<![A-Za-z])\(?([{letters}])\)?(?![A-Za-z])")
+    choices = re.escape(letters)
+    one_letter = re.compile(rf"^\(?([{choices}])\)?(?:[.:)\s]|$)")
+    anywhere = re.compile(rf"(?<![A-Za-z])\(?([{choices}])\)?(?![A-Za-z])")
     boxed = last_boxed(answer)
     if boxed:
         inner = TEXT_WRAPPER.sub(r"\1", boxed).strip()

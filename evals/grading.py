@@ -1,19 +1,22 @@
-"""Grading model answers: extraction in this process, math-verify in worker processes.
+"""Grading model answers: extraction and math-verify, both in worker processes, under one deadline.
 
 Model output is untrusted, and math-verify parses it with sympy: a crafted or unlucky answer can
 hang the parser or exhaust memory. math-verify's own timeouts rely on `signal.alarm`, which only
-works in a process's main thread. So every verification runs in the main thread of a worker
-process that has an address-space limit, under math-verify's timeout, and under a hard deadline
-here: a worker that overruns it is killed and replaced, and its answer is marked wrong with the
-reason. Nothing in a model output is ever executed.
+works in a process's main thread. So everything done to an answer (finding it in the text, parsing
+and comparing it) runs in the main thread of a worker process that has an address-space limit,
+under math-verify's timeout, and under a hard deadline here: a worker that overruns it is killed and
+replaced, and its answer is marked wrong with the reason. An answer math-verify gives up on is
+reported as timed out, never as "not equivalent". Nothing in a model output is ever executed.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import product
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -50,29 +53,84 @@ def wrap_math(text: str) -> str:
 
 
 def verify_math(gold: str, candidate: str, timeout_s: float) -> tuple[bool, str]:
-    """math-verify, gold first. Runs in a worker process (signal-based timeouts need a main thread)."""
+    """math-verify, gold first. Runs in a worker process (signal-based timeouts need a main thread).
+
+    math-verify returns "no match" when its own timeout fires; here that is reported as a timeout
+    (`raise_on_error=True` surfaces it, and keeps math-verify from logging the whole answer)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    from math_verify.errors import TimeoutException
 
     configs = [LatexExtractionConfig(), ExprExtractionConfig()]
     timeout = max(1, round(timeout_s))
-    gold_parsed = parse(wrap_math(gold), extraction_config=configs, parsing_timeout=timeout)
-    if not gold_parsed:
-        return False, f"gold answer {gold!r} could not be parsed"
-    parsed = parse(wrap_math(candidate), extraction_config=configs, parsing_timeout=timeout)
-    if not parsed:
-        parsed = parse(candidate, extraction_config=configs, parsing_timeout=timeout)
-    if not parsed:
+
+    def parsed(text: str) -> list:
+        try:
+            return parse(text, extraction_config=configs, parsing_timeout=timeout, raise_on_error=True)
+        except Exception:  # what math-verify itself maps to "nothing parsed"
+            return []
+
+    try:
+        gold_parsed = parsed(wrap_math(gold))
+        if not gold_parsed:
+            return False, f"gold answer {gold!r} could not be parsed"
+        candidates = parsed(wrap_math(candidate)) or parsed(candidate)
+    except TimeoutException:
+        return False, f"math-verify timed out parsing the answer (after {timeout} s)"
+    if not candidates:
         return False, "answer could not be parsed"
-    if verify(gold_parsed, parsed, timeout_seconds=timeout):
-        return True, "equivalent to gold"
+    timed_out = False
+    for expected, given in product(gold_parsed, candidates):  # what `verify` does, keeping its timeouts apart
+        try:
+            if verify(expected, given, timeout_seconds=timeout, raise_on_error=True):
+                return True, "equivalent to gold"
+        except TimeoutException:
+            timed_out = True
+        except Exception:  # math-verify counts a failed comparison as "not equal"
+            continue
+    if timed_out:
+        return False, f"math-verify timed out comparing with gold (after {timeout} s)"
     return False, "not equivalent to gold"
 
 
 Verifier = Callable[[str, str, float], tuple[bool, str]]
+Job = Answer | tuple[str, str]  # an answer to grade whole, or a (gold, candidate) pair to verify
+VERIFIED_CACHE = 100_000  # (gold, candidate) verdicts a worker remembers
+
+
+def _verified(gold: str, candidate: str, verifier: Verifier, timeout_s: float, memory_mb: int | None) -> Verdict:
+    try:
+        correct, reason = verifier(gold, candidate, timeout_s)
+    except MemoryError:
+        correct, reason = False, f"grading ran out of memory ({memory_mb} MiB)"
+    except Exception as err:  # an answer that breaks the parser is wrong, not fatal
+        correct, reason = False, f"grading failed: {type(err).__name__}"
+    return Verdict(correct, candidate, reason)
+
+
+def grade_answer(
+    answer: Answer, verifier: Verifier, timeout_s: float, memory_mb: int | None = None, cache: dict | None = None
+) -> Verdict:
+    """Extract and check one answer (in a worker: `Grader` runs this under its deadline)."""
+    if answer.kind == "choice":
+        letter, where = extract_choice(answer.text, answer.letters)
+        if letter is None:
+            return Verdict(False, None, where)
+        ok = letter == answer.gold.strip().upper()
+        return Verdict(ok, letter, f"{'matches' if ok else 'differs from'} gold ({where})")
+    candidate, where = extract_math(answer.text)
+    if candidate is None:
+        return Verdict(False, None, where)
+    key = (answer.gold, candidate)
+    if cache is not None and key in cache:
+        return cache[key]
+    verdict = _verified(answer.gold, candidate, verifier, timeout_s, memory_mb)
+    if cache is not None and len(cache) < VERIFIED_CACHE:
+        cache[key] = verdict
+    return verdict
 
 
 def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: Verifier) -> None:
-    """Worker loop: receive (index, gold, candidate), send back (index, correct, reason)."""
+    """Worker loop: receive (index, job), send back (index, verdict)."""
     if memory_mb:
         import resource
 
@@ -80,19 +138,23 @@ def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: 
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import math_verify  # noqa: F401  (imported before the first deadline starts)
 
+    # math-verify logs the expression it gave up on: a model's megabyte-long answer would go to stderr.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    cache: dict[tuple[str, str], Verdict] = {}
     conn.send("ready")
     while True:
         task = conn.recv()
         if task is None:
             return
-        index, gold, candidate = task
+        index, job = task
         try:
-            correct, reason = verifier(gold, candidate, timeout_s)
+            if isinstance(job, Answer):
+                verdict = grade_answer(job, verifier, timeout_s, memory_mb, cache)
+            else:
+                verdict = _verified(*job, verifier, timeout_s, memory_mb)
         except MemoryError:
-            correct, reason = False, f"grading ran out of memory ({memory_mb} MiB)"
-        except Exception as err:  # an answer that breaks the parser is wrong, not fatal
-            correct, reason = False, f"grading failed: {type(err).__name__}"
-        conn.send((index, correct, reason))
+            verdict = Verdict(False, None, f"grading ran out of memory ({memory_mb} MiB)")
+        conn.send((index, verdict))
 
 
 class _Worker:
@@ -130,7 +192,8 @@ class Grader:
 
     Args:
         workers: worker processes for math-verify.
-        timeout_s: time allowed per answer; an answer that takes longer is wrong ("timed out").
+        timeout_s: time allowed per answer, extraction included; an answer that takes longer is
+            wrong ("timed out"), and so is one math-verify gives up on.
         memory_mb: address-space limit per worker (None: no limit).
         verifier: `(gold, candidate, timeout_s) -> (correct, reason)` for math answers, run in the
             workers; a module-level function (it is sent to another process). Default: math-verify.
@@ -172,64 +235,52 @@ class Grader:
         self._workers = []
 
     def grade(self, answers: Sequence[Answer]) -> list[Verdict]:
-        """One verdict per answer, in order."""
-        verdicts: list[Verdict | None] = [None] * len(answers)
-        math_tasks: dict[int, tuple[str, str]] = {}
+        """One verdict per answer, in order. Each distinct answer is graded once, in a worker."""
         for i, answer in enumerate(answers):
-            if answer.kind == "choice":
-                letter, where = extract_choice(answer.text, answer.letters)
-                if letter is None:
-                    verdicts[i] = Verdict(False, None, where)
-                else:
-                    ok = letter == answer.gold.strip().upper()
-                    verdicts[i] = Verdict(ok, letter, f"{'matches' if ok else 'differs from'} gold ({where})")
-            elif answer.kind == "math":
-                candidate, where = extract_math(answer.text)
-                if candidate is None:
-                    verdicts[i] = Verdict(False, None, where)
-                else:
-                    math_tasks[i] = (answer.gold, candidate)
-            else:
+            if answer.kind not in ("math", "choice"):
                 raise ValueError(f"answer {i}: kind must be 'math' or 'choice', got {answer.kind!r}")
-        todo = sorted({task for task in math_tasks.values() if task not in self._cache})
-        self._cache.update(self._verify_all(todo))
-        for i, (gold, candidate) in math_tasks.items():
-            correct, reason = self._cache[(gold, candidate)]
-            verdicts[i] = Verdict(correct, candidate, reason)
-        return [v for v in verdicts if v is not None]
+        verdicts = self._run_all(list(dict.fromkeys(answers)))
+        return [verdicts[answer] for answer in answers]
 
     def _verify_all(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, str]]:
-        results: dict[tuple[str, str], tuple[bool, str]] = {}
-        if not tasks:
+        """(correct, reason) for (gold, candidate) pairs already extracted, each verified in a worker."""
+        todo = [task for task in dict.fromkeys(tasks) if task not in self._cache]
+        self._cache.update({task: (v.correct, v.reason) for task, v in self._run_all(todo).items()})
+        return {task: self._cache[task] for task in tasks}
+
+    def _run_all(self, jobs: list[Job]) -> dict[Job, Verdict]:
+        """Run every job in the workers, each under the deadline; a worker that overruns it or dies is replaced."""
+        results: dict[Job, Verdict] = {}
+        if not jobs:
             return results
-        self._workers += [self._spawn() for _ in range(min(self.n_workers, len(tasks)) - len(self._workers))]
+        self._workers += [self._spawn() for _ in range(min(self.n_workers, len(jobs)) - len(self._workers))]
         for worker in self._workers:
             worker.wait_ready()
-        pending = list(range(len(tasks)))[::-1]
+        pending = list(range(len(jobs)))[::-1]
         while pending or any(w.task is not None for w in self._workers):
             for worker in self._workers:
                 if worker.task is None and pending:
                     worker.task = pending.pop()
                     worker.deadline = time.monotonic() + self.timeout_s + GRACE_S
-                    worker.conn.send((worker.task, *tasks[worker.task]))
+                    worker.conn.send((worker.task, jobs[worker.task]))
             busy = [w for w in self._workers if w.task is not None]
             wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=wait_s)
             for k, worker in enumerate(self._workers):
                 if worker.task is None:
                     continue
-                task = tasks[worker.task]
+                job = jobs[worker.task]
+                extracted = None if isinstance(job, Answer) else job[1]
                 if worker.conn.poll():
-                    _, correct, reason = worker.conn.recv()
-                    results[task] = (correct, reason)
+                    _, results[job] = worker.conn.recv()
                     worker.task = None
                 elif not worker.process.is_alive():
                     code = worker.process.exitcode
-                    results[task] = (False, f"grading worker died (exit code {code}; memory limit?)")
+                    results[job] = Verdict(False, extracted, f"grading worker died (exit code {code}; memory limit?)")
                     worker.task = None
                     self._workers[k] = self._replace(worker)
                 elif time.monotonic() > worker.deadline:
-                    results[task] = (False, f"grading timed out after {self.timeout_s:g} s")
+                    results[job] = Verdict(False, extracted, f"grading timed out after {self.timeout_s:g} s")
                     worker.task = None
                     self._workers[k] = self._replace(worker)
         return results
