@@ -154,10 +154,10 @@ class MinHashLSH:
 def decontaminate(data: datasets.Dataset, settings: DecontaminateSettings) -> tuple[datasets.Dataset, dict[str, Any]]:
     """The input with a `drop_reason` column ("" = kept, else "category: detail"), and what was loaded."""
     eval_questions, eval_info = load_eval_questions(settings.eval_sets)
-    eval_ngrams: dict[str, str] = {}
-    for name, question in eval_questions:
+    eval_ngrams: dict[str, int] = {}  # n-gram -> the first evaluation question holding it, in file order
+    for number, (_, question) in enumerate(eval_questions):
         for gram in word_ngrams(words(question), settings.ngram):
-            eval_ngrams.setdefault(gram, name)
+            eval_ngrams.setdefault(gram, number)
 
     hasher = ShingleHasher(settings.near_ngram)
     lsh = MinHashLSH(settings.num_perm, settings.bands)
@@ -168,9 +168,11 @@ def decontaminate(data: datasets.Dataset, settings: DecontaminateSettings) -> tu
     for index, question in enumerate(data["question"]):
         tokens = words(question)
         reason = ""
-        hit = next((eval_ngrams[g] for g in word_ngrams(tokens, settings.ngram) if g in eval_ngrams), None)
-        if hit is not None:
-            reason = f"contaminated: shares a {settings.ngram}-gram with {hit}"
+        # The reason names the first matching evaluation question in file order (not the first n-gram
+        # met: a set's order changes from run to run), so that two runs write the same reasons.
+        hits = [eval_ngrams[g] for g in word_ngrams(tokens, settings.ngram) if g in eval_ngrams]
+        if hits:
+            reason = f"contaminated: shares a {settings.ngram}-gram with {eval_questions[min(hits)][0]}"
         text_key = " ".join(tokens)
         if not reason and settings.exact_dedup:
             first = exact_seen.get(text_key)
