@@ -7,7 +7,7 @@ results = generate(model, tokenizer, ["What is 2+2?"], format="s1",
 
 from .budget import Budget, BudgetError
 from .formats import PRESETS, FormatError, FormatTokens, ThinkingFormat, get_format
-from .generate import ModelLoadError, generate, load_model, load_tokenizer, prompt_ids, prompt_text
+from .generate import ModelLoadError, PromptError, generate, load_model, load_tokenizer, prompt_ids, prompt_text
 from .hf import BudgetForcing, BudgetForcingLogitsProcessor, BudgetStoppingCriteria
 from .reference import model_next_logits, reference_generate
 from .result import BudgetResult
@@ -27,6 +27,7 @@ __all__ = [
     "FormatError",
     "FormatTokens",
     "ModelLoadError",
+    "PromptError",
     "Sampling",
     "ThinkingFormat",
     "generate",

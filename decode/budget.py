@@ -35,10 +35,12 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens"):
             value = getattr(self, name)
-            if value is None and name in ("max_thinking_tokens", "max_answer_tokens"):
+            optional = name in ("max_thinking_tokens", "max_answer_tokens")
+            if value is None and optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
-                raise BudgetError(f"{name} must be an integer, got {value!r}")
+                expected = "a whole number of tokens" + (" or None (no limit)" if optional else "")
+                raise BudgetError(f"{name} must be an integer: expected {expected}, got {value!r}")
             if value < 0:
                 raise BudgetError(f"{name} must be >= 0, got {value}")
         if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:

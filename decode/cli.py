@@ -14,6 +14,7 @@ resumes where it stopped; the output file appears, whole, only at the end.
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import os
@@ -25,10 +26,23 @@ from tqdm import tqdm
 
 from .budget import Budget, BudgetError
 from .formats import FormatError, get_format
-from .generate import ModelLoadError, check_source, generate, load_model, load_tokenizer
+from .generate import (
+    ModelLoadError,
+    PromptError,
+    check_source,
+    context_length,
+    generate,
+    load_model,
+    load_tokenizer,
+    read_model_config,
+    tokenize_prompts,
+    windows_of,
+)
+from .result import BudgetResult
 from .sampling import Sampling
 
 BUDGET_FIELDS = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
+OUTPUT_FIELDS = tuple(BudgetResult.__dataclass_fields__)  # an output file read back as input holds these
 
 
 class InputError(ValueError):
@@ -85,8 +99,14 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{path}:{number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -111,10 +131,27 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list[Budget]:
+    """Each row's budget: the command line's, with the row's own budget fields over it.
+
+    Rows may carry any other fields (ids, gold answers: they are copied to the output), so only a key
+    that looks like a misspelt budget field is refused: ignoring it would silently drop its budget."""
     budgets = []
     for number, row in enumerate(rows, start=1):
+        for key in row:
+            if key in BUDGET_FIELDS or key in OUTPUT_FIELDS or key == "prompt":
+                continue
+            close = difflib.get_close_matches(key, BUDGET_FIELDS, n=1, cutoff=0.75)
+            if close:
+                raise InputError(
+                    f"{path}: row {number}: unknown budget key {key!r} (did you mean {close[0]!r}?); "
+                    f"per-row budget keys: {', '.join(BUDGET_FIELDS)}"
+                )
         values = {name: getattr(default, name) for name in BUDGET_FIELDS}
         values.update({name: row[name] for name in BUDGET_FIELDS if name in row})
+        if values["max_answer_tokens"] == 0:
+            raise InputError(
+                f"{path}: row {number}: max_answer_tokens is 0, which leaves every answer empty; give >= 1"
+            )
         try:
             budgets.append(Budget(**values))
         except BudgetError as err:
@@ -157,6 +194,8 @@ def run(args: argparse.Namespace) -> None:
         sampling = Sampling() if args.temperature in (None, 0) else Sampling(args.temperature, args.top_p, args.top_k)
     except (BudgetError, ValueError) as err:
         raise InputError(str(err)) from None
+    if args.max_answer == 0:
+        raise InputError("--max-answer 0 leaves every answer empty: give >= 1, or leave it out for no limit")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -177,7 +216,21 @@ def run(args: argparse.Namespace) -> None:
     if args.backend != "openai":
         check_source(args.model, "model")
     tokenizer = load_tokenizer(args.tokenizer or args.model)
-    fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
+    tokens = fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
+    # Chat messages need a chat template, and every prompt must fit the model's context with its
+    # window: both are checked on the tokenizer and the model's config, before the model loads.
+    engine_limit = (args.engine_args or {}).get("max_model_len") if args.backend == "vllm" else None
+    config = read_model_config(args.model) if args.backend != "openai" else read_model_config(args.tokenizer)
+    try:
+        tokenize_prompts(
+            tokenizer,
+            [row["prompt"] for row in rows],
+            fmt,
+            windows_of(tokens, budgets, args.max_new_tokens),
+            context_length(config, tokenizer, engine_limit if isinstance(engine_limit, int) else None),
+        )
+    except PromptError as err:
+        raise InputError(f"{args.input}: row {err.index + 1}: 'prompt' {err.detail}") from None
     engine_args = dict(args.engine_args or {})
     if args.backend == "hf":
         model = load_model(args.model, args.dtype, args.device)
@@ -202,21 +255,28 @@ def run(args: argparse.Namespace) -> None:
             out.flush()
             progress.update(len(results))
 
-        generate(
-            model,
-            tokenizer if args.backend == "hf" else args.tokenizer or args.model,  # a folder also gives the eos ids
-            [row["prompt"] for row in rows[start:]],
-            format=fmt,
-            budget=budgets[start:],
-            sampling=sampling,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed + start,
-            on_batch=save,
-            backend=args.backend,
-            forcing=args.forcing,
-            engine_args=engine_args or None,
-        )
+        try:
+            generate(
+                model,
+                tokenizer if args.backend == "hf" else args.tokenizer or args.model,  # a folder also gives the eos ids
+                [row["prompt"] for row in rows[start:]],
+                format=fmt,
+                budget=budgets[start:],
+                sampling=sampling,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed + start,
+                on_batch=save,
+                backend=args.backend,
+                forcing=args.forcing,
+                engine_args=engine_args or None,
+            )
+        except PromptError as err:  # checked before anything is generated: rows saved earlier stay
+            progress.close()
+            if not done:
+                out.close()
+                partial.unlink()  # nothing to resume: leave nothing behind
+            raise InputError(f"{args.input}: row {start + err.index + 1}: 'prompt' {err.detail}") from None
         progress.close()
     lines = partial.read_text(encoding="utf-8").split("\n")[1:]
     tmp = args.output.with_name(args.output.name + ".tmp")

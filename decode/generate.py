@@ -67,6 +67,67 @@ def prompt_ids(tokenizer: Any, prompt: Prompt, fmt: ThinkingFormat) -> list[int]
     return tokenizer.encode(prompt_text(tokenizer, prompt, fmt), add_special_tokens=isinstance(prompt, str))
 
 
+class PromptError(ValueError):
+    """A prompt the model cannot take; `index` is its place in the prompts given to `generate`."""
+
+    def __init__(self, index: int, detail: str):
+        super().__init__(f"prompt {index}: {detail}")
+        self.index = index
+        self.detail = detail
+
+
+NO_LIMIT = 10**9  # tokenizers with no known limit report a huge sentinel (int(1e30))
+
+
+def context_length(config: Any, tokenizer: Any, engine_limit: int | None = None) -> int | None:
+    """The most tokens (prompt and completion together) the model takes: the least of the model's
+    positions, the tokenizer's limit and the engine's (vLLM's max_model_len); None if none is known."""
+    limits = [
+        engine_limit,
+        getattr(config, "max_position_embeddings", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
+    known = [n for n in limits if isinstance(n, int) and not isinstance(n, bool) and 0 < n < NO_LIMIT]
+    return min(known) if known else None
+
+
+def tokenize_prompts(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    fmt: ThinkingFormat,
+    windows: Sequence[int | None],
+    context: int | None,
+) -> list[list[int]]:
+    """Every prompt's ids, checked before anything is generated: chat messages need a chat template,
+    and a prompt plus its generation window (None: not bounded, so at least one token) must fit the
+    context. A prompt far over it would otherwise fill memory before failing."""
+    if not getattr(tokenizer, "chat_template", None):
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+                raise PromptError(
+                    index, f"is a list of chat messages, but tokenizer {name!r} has no chat template "
+                    "(give the prompt as a string, or use a tokenizer that has one)",
+                )  # fmt: skip
+    rows = [prompt_ids(tokenizer, prompt, fmt) for prompt in prompts]
+    if context is not None:
+        for index, (ids, window) in enumerate(zip(rows, windows, strict=True)):
+            if len(ids) + (window or 1) > context:
+                asked = f"plus up to {window} generated tokens" if window else "leaves no room for a generated token"
+                raise PromptError(
+                    index, f"has {len(ids)} tokens, {asked}: over the model's context of {context} tokens"
+                )
+    return rows
+
+
+def windows_of(tokens: Any, budgets: Sequence[Budget], max_new_tokens: int | None) -> list[int | None]:
+    """The generation window each row asks for: `max_new_tokens`, else what a bounded budget allows."""
+    if max_new_tokens:
+        return [max_new_tokens] * len(budgets)
+    bounded = [b.max_thinking_tokens is not None and b.max_answer_tokens is not None for b in budgets]
+    return [default_max_new_tokens(tokens, b) if ok else None for b, ok in zip(budgets, bounded, strict=True)]
+
+
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     """End-of-sequence ids of the tokenizer and the model's generation config, merged."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -120,7 +181,8 @@ def generate(
         sampling: `Sampling(temperature=..., top_p=..., top_k=...)`; greedy by default.
         batch_size: prompts per `generate` call (left-padded).
         max_new_tokens: hard cap per completion; default: the longest the budget allows.
-        seed: makes sampling reproducible (batch k is seeded with seed + its first index).
+        seed: makes sampling reproducible: prompt i is seeded with seed + i, so its completion does not
+            depend on the batch it falls in (a resumed run draws what an uninterrupted one did).
         on_batch: called with (first index, results) after each batch, e.g. to save progress.
         backend: "hf" (transformers, the default), "vllm" (offline vLLM engine) or "openai" (the
             /v1/completions endpoint of a server). The same inputs give the same outputs: token for
@@ -159,11 +221,13 @@ def generate(
     eos = eos_ids(model, tokenizer)
 
     results: list[BudgetResult] = []
+    tokens = fmt.tokens(tokenizer, eos)
+    context = context_length(getattr(model, "config", None), tokenizer)
+    all_rows = tokenize_prompts(tokenizer, prompts, fmt, windows_of(tokens, budgets, max_new_tokens), context)
     if forcing == "reprompt":
-        tokens = fmt.tokens(tokenizer, eos)
         engine = hf_engine(model, pad, sampling)
         for start in range(0, len(prompts), batch_size):
-            rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
+            rows = all_rows[start : start + batch_size]
             chunk = budgets[start : start + batch_size]
             caps = [max_new_tokens or default_max_new_tokens(tokens, b) for b in chunk]
             first_seed = None if seed is None else seed + start
@@ -174,10 +238,10 @@ def generate(
                 on_batch(start, batch)
         return results
     for start in range(0, len(prompts), batch_size):
-        rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
+        rows = all_rows[start : start + batch_size]
         generator = None
-        if seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed + start)
+        if seed is not None:  # prompt i draws from its own generator, seeded seed + i, like the other backends
+            generator = [torch.Generator(device=device).manual_seed(seed + start + i) for i in range(len(rows))]
         processor = BudgetForcing(
             tokenizer,
             fmt,
@@ -232,6 +296,7 @@ def _generate_elsewhere(
         if tokenizer is None:
             tokenizer = model.get_tokenizer()
         config_path = model_path or model.llm_engine.model_config.model
+        engine_limit = model.llm_engine.model_config.max_model_len
 
         def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
             first_seed = None if seed is None else seed + first
@@ -247,6 +312,7 @@ def _generate_elsewhere(
         elif engine_args:
             raise ValueError("engine_args apply when the client is built here (model given as a URL)")
         config_path = str(tokenizer) if isinstance(tokenizer, str | Path) else None  # a model folder holds both
+        engine_limit = None  # the server's own limit is not known here
 
         def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
             first_seed = None if seed is None else seed + first
@@ -258,9 +324,11 @@ def _generate_elsewhere(
         tokenizer = load_tokenizer(str(tokenizer))
     eos = sorted(set(eos_ids(None, tokenizer)) | set(_config_eos(config_path)))
     tokens = fmt.tokens(tokenizer, eos)
+    context = context_length(read_model_config(config_path), tokenizer, engine_limit)
+    all_rows = tokenize_prompts(tokenizer, prompts, fmt, windows_of(tokens, budgets, max_new_tokens), context)
     results: list[BudgetResult] = []
     for start in range(0, len(prompts), batch_size):
-        rows = [prompt_ids(tokenizer, p, fmt) for p in prompts[start : start + batch_size]]
+        rows = all_rows[start : start + batch_size]
         chunk = budgets[start : start + batch_size]
         caps = [max_new_tokens or default_max_new_tokens(tokens, b) for b in chunk]
         batch = [to_result(s, tokens, tokenizer) for s in run(rows, chunk, caps, start)]
@@ -281,3 +349,15 @@ def _config_eos(model_path: str | None) -> list[int]:
     except (OSError, ValueError):
         return []
     return [config_eos] if isinstance(config_eos, int) else list(config_eos or [])
+
+
+def read_model_config(model_path: str | None) -> Any:
+    """A model folder's config (for its number of positions), or None where there is none."""
+    if not model_path or not (Path(model_path) / "config.json").is_file():
+        return None
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        return None

@@ -49,10 +49,17 @@ def default_max_new_tokens(tokens: FormatTokens, budget: Budget) -> int:
 class BudgetForcingLogitsProcessor(LogitsProcessor):
     """Chooses every token of every unfinished row; one instance serves one `generate` call."""
 
-    def __init__(self, states: Sequence[BudgetState], sampling: Sampling, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        states: Sequence[BudgetState],
+        sampling: Sampling,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ):
         self.states = list(states)
         self.sampling = sampling
         self.generator = generator
+        if isinstance(generator, list | tuple) and len(generator) != len(self.states):
+            raise ValueError(f"got {len(generator)} generators for {len(self.states)} rows: give one per row")
         self._length: int | None = None
         self._chosen: list[tuple[int, int]] = []  # (row, token) forced at the previous step
 
@@ -83,6 +90,13 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     def _sample(self, asking: list[int], input_ids: torch.LongTensor, scores: torch.FloatTensor) -> dict[int, int]:
         if not asking:
             return {}
+        if isinstance(self.generator, list | tuple):
+            # One generator per row: a row's draws do not depend on which rows share its batch.
+            picked = [
+                self.sampling.propose(scores[row : row + 1], self.generator[row], input_ids[row : row + 1]).item()
+                for row in asking
+            ]
+            return dict(zip(asking, picked, strict=True))
         if len(asking) == scores.shape[0]:
             picked = self.sampling.propose(scores, self.generator, input_ids)
         else:
@@ -130,7 +144,8 @@ class BudgetForcing:
         sampling: how the model's proposals are drawn (greedy by default).
         eos_token_ids: tokens that end a sequence; default: the tokenizer's end-of-sequence token.
         max_new_tokens: a hard cap on each completion; default: the longest each budget allows.
-        generator: random generator for sampling (for reproducible draws).
+        generator: random generator for sampling (for reproducible draws), or one per row, so that
+            each row's draws are the same whatever rows share its batch.
     """
 
     def __init__(
@@ -142,7 +157,7 @@ class BudgetForcing:
         sampling: Sampling | None = None,
         eos_token_ids: Sequence[int] | None = None,
         max_new_tokens: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ):
         if isinstance(budgets, Budget):
             raise TypeError("budgets must be a sequence with one Budget per row")

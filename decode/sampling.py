@@ -52,6 +52,16 @@ class Sampling:
     min_p: float | None = None
 
     def __post_init__(self) -> None:
+        # Checked first, so that a string from a config file is named, not met by a failed comparison.
+        numbers = [("temperature", "a number >= 0 (0: greedy)"), ("top_p", "a number in (0, 1]")]
+        if self.min_p is not None:
+            numbers.append(("min_p", "a number in [0, 1], or None"))
+        for name, expected in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number: expected {expected}, got {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise ValueError(f"top_k must be an integer: expected a whole number >= 0 (0: off), got {self.top_k!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -78,8 +78,16 @@ class MethodSpec:
         name = self.label or self.method
         if self.method not in METHODS:
             raise MethodError(f"unknown method {self.method!r}: known methods are {', '.join(METHODS)}")
+        counts = [*self.budgets, *self.num_ignore, self.min_thinking]
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in counts):
+            raise MethodError(f"method {name!r}: budgets, num_ignore and min_thinking must be whole numbers of tokens")
         if any(b < 0 for b in self.budgets) or any(k < 0 for k in self.num_ignore) or self.min_thinking < 0:
             raise MethodError(f"method {name!r}: budgets, num_ignore and min_thinking must be >= 0")
+        if self.budgets and self.min_thinking > min(self.budgets):
+            raise MethodError(
+                f"method {name!r}: min_thinking ({self.min_thinking}) is above the budget {min(self.budgets)}: "
+                "a minimum above the maximum cannot be honoured"
+            )
         needs_budgets = self.method in ("token_conditional", "length_prompt", "rejection_sampling")
         if needs_budgets and not self.budgets:
             raise MethodError(f"method {name!r}: {self.method} needs a list of budgets")
@@ -157,12 +165,7 @@ class MethodSpec:
         """What the decoder enforces at this point."""
         m, n = self.method, point.budget
         if m == "budget_forcing":
-            return Budget(
-                n,
-                min(point.min_thinking, n) if n is not None else point.min_thinking,
-                point.num_ignore,
-                max_answer_tokens,
-            )
+            return Budget(n, point.min_thinking, point.num_ignore, max_answer_tokens)
         if m in ("token_conditional", "length_prompt") and self.forcing:
             return Budget(max_thinking_tokens=n, max_answer_tokens=max_answer_tokens)
         if m == "rejection_sampling":

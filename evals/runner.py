@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from decode import Budget, Sampling, generate, get_format, load_model, load_tokenizer
+from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
 
 from .benchmarks import Problem, load_problems
 from .grading import Answer, Grader
@@ -208,20 +208,24 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
         todo = [i for i in todo if attempt < group[i].method.max_attempts]
         if not todo:
             break
-        out = generate(
-            model,
-            tokenizer,
-            [[{"role": "user", "content": group[i].text}] for i in todo],
-            format=fmt,
-            budget=[group[i].budget for i in todo],
-            sampling=group[0].sampling,
-            batch_size=recipe.batch_size,
-            max_new_tokens=recipe.max_tokens,
-            seed=recipe.seed + 7919 * attempt + sum(map(ord, group[todo[0]].key)),
-            backend=recipe.backend,
-            forcing=recipe.forcing,
-            engine_args=engine_args(recipe),
-        )
+        try:
+            out = generate(
+                model,
+                tokenizer,
+                [[{"role": "user", "content": group[i].text}] for i in todo],
+                format=fmt,
+                budget=[group[i].budget for i in todo],
+                sampling=group[0].sampling,
+                batch_size=recipe.batch_size,
+                max_new_tokens=recipe.max_tokens,
+                seed=recipe.seed + 7919 * attempt + sum(map(ord, group[todo[0]].key)),
+                backend=recipe.backend,
+                forcing=recipe.forcing,
+                engine_args=engine_args(recipe),
+            )
+        except PromptError as err:  # raised before this call generates anything
+            problem = group[todo[err.index]].problem
+            raise RunError(f"problem {problem.benchmark}/{problem.id}: its prompt {err.detail}") from None
         for i, result in zip(todo, out, strict=True):
             results[i], attempts[i] = result, attempt + 1
         # Rejection sampling draws again where the thinking went past N (its forced end marks that).
