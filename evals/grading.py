@@ -11,6 +11,7 @@ reported as timed out, never as "not equivalent". Nothing in a model output is e
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import time
@@ -94,7 +95,6 @@ def verify_math(gold: str, candidate: str, timeout_s: float) -> tuple[bool, str]
 
 Verifier = Callable[[str, str, float], tuple[bool, str]]
 Job = Answer | tuple[str, str]  # an answer to grade whole, or a (gold, candidate) pair to verify
-VERIFIED_CACHE = 100_000  # (gold, candidate) verdicts a worker remembers
 
 
 def _verified(gold: str, candidate: str, verifier: Verifier, timeout_s: float, memory_mb: int | None) -> Verdict:
@@ -107,9 +107,7 @@ def _verified(gold: str, candidate: str, verifier: Verifier, timeout_s: float, m
     return Verdict(correct, candidate, reason)
 
 
-def grade_answer(
-    answer: Answer, verifier: Verifier, timeout_s: float, memory_mb: int | None = None, cache: dict | None = None
-) -> Verdict:
+def grade_answer(answer: Answer, verifier: Verifier, timeout_s: float, memory_mb: int | None = None) -> Verdict:
     """Extract and check one answer (in a worker: `Grader` runs this under its deadline)."""
     if answer.kind == "choice":
         letter, where = extract_choice(answer.text, answer.letters)
@@ -120,13 +118,7 @@ def grade_answer(
     candidate, where = extract_math(answer.text)
     if candidate is None:
         return Verdict(False, None, where)
-    key = (answer.gold, candidate)
-    if cache is not None and key in cache:
-        return cache[key]
-    verdict = _verified(answer.gold, candidate, verifier, timeout_s, memory_mb)
-    if cache is not None and len(cache) < VERIFIED_CACHE:
-        cache[key] = verdict
-    return verdict
+    return _verified(answer.gold, candidate, verifier, timeout_s, memory_mb)
 
 
 def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: Verifier) -> None:
@@ -140,7 +132,6 @@ def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: 
 
     # math-verify logs the expression it gave up on: a model's megabyte-long answer would go to stderr.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    cache: dict[tuple[str, str], Verdict] = {}
     conn.send("ready")
     while True:
         task = conn.recv()
@@ -149,12 +140,17 @@ def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: 
         index, job = task
         try:
             if isinstance(job, Answer):
-                verdict = grade_answer(job, verifier, timeout_s, memory_mb, cache)
+                verdict = grade_answer(job, verifier, timeout_s, memory_mb)
             else:
                 verdict = _verified(*job, verifier, timeout_s, memory_mb)
         except MemoryError:
             verdict = Verdict(False, None, f"grading ran out of memory ({memory_mb} MiB)")
         conn.send((index, verdict))
+
+
+def _digest(answer: Answer) -> bytes:
+    fields = (answer.kind, answer.gold, answer.letters, answer.text)
+    return hashlib.blake2b("\0".join(fields).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class _Worker:
@@ -214,7 +210,9 @@ class Grader:
         self.verifier = verifier
         self._context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
         self._workers: list[_Worker] = []
-        self._cache: dict[tuple[str, str], tuple[bool, str]] = {}
+        # Verdicts already given, keyed by a digest of the answer (its text may be megabytes) or by a
+        # (gold, candidate) pair: an answer seen again is not graded again.
+        self._cache: dict[bytes | tuple[str, str], Any] = {}
 
     def __enter__(self) -> Grader:
         return self
@@ -239,8 +237,11 @@ class Grader:
         for i, answer in enumerate(answers):
             if answer.kind not in ("math", "choice"):
                 raise ValueError(f"answer {i}: kind must be 'math' or 'choice', got {answer.kind!r}")
-        verdicts = self._run_all(list(dict.fromkeys(answers)))
-        return [verdicts[answer] for answer in answers]
+        keys = [_digest(answer) for answer in answers]
+        todo = {key: answer for key, answer in zip(keys, answers, strict=True) if key not in self._cache}
+        verdicts = self._run_all(list(todo.values()))
+        self._cache.update({key: verdicts[answer] for key, answer in todo.items()})
+        return [self._cache[key] for key in keys]
 
     def _verify_all(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, str]]:
         """(correct, reason) for (gold, candidate) pairs already extracted, each verified in a worker."""
