@@ -129,14 +129,14 @@ def model_problem(spec: ModelSpec) -> str | None:
     import decode
     from decode.generate import BACKENDS, FORCING
 
+    if spec.max_answer_tokens is not None and spec.max_answer_tokens < 1:
+        return f"model {spec.name!r}: max_answer_tokens expects an integer >= 1 or null, got {spec.max_answer_tokens}"
     try:
         decode.Budget(max_thinking_tokens=spec.max_thinking_tokens, max_answer_tokens=spec.max_answer_tokens)
         decode.get_format(spec.format)
         decode.Sampling(temperature=spec.temperature, top_p=spec.top_p)
     except (decode.BudgetError, decode.FormatError, ValueError) as err:
         return f"model {spec.name!r}: {err}"
-    if spec.max_answer_tokens is not None and spec.max_answer_tokens < 1:
-        return f"model {spec.name!r}: max_answer_tokens expects an integer >= 1 or null, got {spec.max_answer_tokens}"
     if spec.backend not in BACKENDS:
         return f"model {spec.name!r}: backend must be one of {list(BACKENDS)}, got {spec.backend!r}"
     if spec.forcing not in FORCING:
@@ -153,11 +153,26 @@ def model_problem(spec: ModelSpec) -> str | None:
     return f"model {spec.name!r}: {problem}" if problem else None
 
 
+def difficulty_problem(settings: DifficultySettings) -> str | None:
+    """Settings the difficulty stage would otherwise read wrong without a word: a misspelt grade or
+    prompt kind, or a prompt that leaves the question out."""
+    if settings.grade not in ("full", "answer"):
+        return f"grade must be 'full' (thinking and answer) or 'answer', got {settings.grade!r}"
+    unknown = sorted(set(settings.prompts) - {"math", "choice"})
+    if unknown:
+        return f"prompts: unknown question kind(s) {unknown}; known: math, choice"
+    for kind, prompt in settings.prompts.items():
+        try:
+            filled = prompt.format(question="\0")
+        except (KeyError, IndexError, ValueError):
+            return f"prompts.{kind}: braces other than {{question}} must be doubled ({{{{ and }}}}); got {prompt!r}"
+        if "\0" not in filled:
+            return f"prompts.{kind} must hold {{question}}, where the question goes; got {prompt!r}"
+    return grading_problem(settings.grading)
+
+
 # Checks run on a settings object once built (the classes check the rest themselves).
-CHECKS: dict[type, Any] = {
-    ModelSpec: model_problem,
-    DifficultySettings: lambda settings: grading_problem(settings.grading),
-}
+CHECKS: dict[type, Any] = {ModelSpec: model_problem, DifficultySettings: difficulty_problem}
 
 
 def parse_stages(entries: Any, where: str) -> list[StageSpec]:

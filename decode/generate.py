@@ -46,8 +46,8 @@ def check_source(name_or_path: str, what: str) -> None:
         _go_offline()
         return
     raise ModelLoadError(
-        f"{what} {name_or_path!r} is not a local folder, and the hub cannot be reached to download it "
-        "(offline, or HF_HUB_OFFLINE is set) nor is it in the local hub cache; give the path of a model folder"
+        f"{what} {name_or_path!r} is not a local folder nor in the local hub cache, and the hub cannot be "
+        "reached to download it (offline, or HF_HUB_OFFLINE is set); give the path of a model folder"
     )
 
 

@@ -131,6 +131,9 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
         values["benchmarks"] = [resolve_spec(b) for b in data["benchmarks"]]
     except BenchmarkError as err:
         raise RecipeError(f"{source}: benchmarks: {err}") from None
+    names = [spec.name for spec in values["benchmarks"]]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{source}: benchmarks: two benchmarks share a name {names}; their samples would mix")
     try:
         values["methods"] = [MethodSpec.from_dict(m) for m in data["methods"]]
     except (MethodError, TypeError) as err:
@@ -143,6 +146,11 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{source}: sampling: {err}") from None
     if "instruction" in data:
+        unknown = sorted(set(data["instruction"] or {}) - set(INSTRUCTIONS))
+        if unknown:
+            raise RecipeError(
+                f"{source}: instruction: unknown problem kind(s) {unknown}; known: {', '.join(INSTRUCTIONS)}"
+            )
         values["instruction"] = {**INSTRUCTIONS, **(data["instruction"] or {})}
     for name in ("samples", "batch_size", "max_tokens"):
         if name in data and (not isinstance(data[name], int) or data[name] < 1):

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"model": args.model, "output_dir": args.output_dir, "max_steps": args.max_steps}
     try:
         recipe = load_recipe(args.recipe, {k: v for k, v in overrides.items() if v is not None})
+        recipe.grpo_config()  # the trainer's own checks come first, as in `train`
         check_source(recipe.model, "model")  # before the data is read and the grading workers start
         if recipe.tokenizer:
             check_source(recipe.tokenizer, "tokenizer")
