@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 
 from evals.benchmarks import read_file_rows
-from evals.inputs import positive_int_problem
+from evals.inputs import positive_int_problem, prepare_hub_datasets
 
 from .cache import file_hash
 from .schema import POOL_FEATURES, CurateError
@@ -93,6 +93,7 @@ class SourceSpec:
 def read_source_rows(spec: SourceSpec) -> list[tuple[str, Any]]:
     """(where, row) pairs: `where` names the file and line or item, for error messages."""
     if spec.hub is not None:
+        prepare_hub_datasets()
         try:
             data = datasets.load_dataset(spec.hub, spec.config, split=spec.split)
         except Exception as err:

@@ -40,10 +40,10 @@ def check_source(name_or_path: str, what: str) -> None:
     hub_id = name_or_path.count("/") <= 1 and not looks_like_path
     if not path.exists() and not hub_id:
         raise ModelLoadError(f"{what} path {name_or_path!r} does not exist")
-    if path.exists() or _hub_online():
+    if path.exists() or hub_online():
         return
     if _in_hub_cache(name_or_path):
-        _go_offline()
+        go_offline()
         return
     raise ModelLoadError(
         f"{what} {name_or_path!r} is not a local folder nor in the local hub cache, and the hub cannot be "
@@ -51,7 +51,7 @@ def check_source(name_or_path: str, what: str) -> None:
     )
 
 
-def _hub_online() -> bool:
+def hub_online() -> bool:
     """Whether the hub may be used: not switched off, and it answers."""
     from huggingface_hub import constants
 
@@ -83,7 +83,7 @@ def _in_hub_cache(repo_id: str) -> bool:
     return False
 
 
-def _go_offline() -> None:
+def go_offline() -> None:
     """Read hub ids from the cache only, in this process and the ones it starts (vLLM, grading workers)."""
     from huggingface_hub import constants
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .inputs import decode_line, read_utf8, type_problem
+from .inputs import decode_line, prepare_hub_datasets, read_utf8, type_problem
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -186,6 +186,7 @@ def read_json_lines(path: Path, error: type[Exception] = BenchmarkError, keep_ba
 def _hub_rows(spec: BenchmarkSpec) -> list[tuple[str, dict[str, Any]]]:
     import datasets
 
+    prepare_hub_datasets()
     try:
         data = datasets.load_dataset(spec.hub, spec.config, split=spec.split)
     except Exception as err:  # offline, gated, or missing: say which, and the way around it

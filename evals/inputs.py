@@ -38,6 +38,19 @@ def decode_line(raw: bytes, where: str, error: type[Exception]) -> str:
         raise error(f"{where}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})") from None
 
 
+def prepare_hub_datasets() -> None:
+    """Call before a hub dataset is loaded: when the hub cannot be reached, `datasets` is switched to its
+    cache, so that a dataset it does not hold fails at once instead of after half a minute of retries."""
+    from decode.generate import go_offline, hub_online
+
+    if hub_online():
+        return
+    import datasets
+
+    go_offline()
+    datasets.config.HF_HUB_OFFLINE = True
+
+
 def describe(hint: Any) -> str:
     """What an annotation asks for, in words a recipe writer knows."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -23,7 +23,7 @@ import datasets
 
 from decode import FormatError, ThinkingFormat, get_format
 from evals.benchmarks import read_file_rows, read_json_lines
-from evals.inputs import read_utf8
+from evals.inputs import prepare_hub_datasets, read_utf8
 
 from .config import DataConfig
 
@@ -95,7 +95,14 @@ def load_rows(config: DataConfig) -> datasets.Dataset:
     elif source.startswith((".", "/", "~")) or source.count("/") > 1 or path.suffix in FILE_LOADERS:
         raise DataError(f"data.source {source}: no such file or folder")
     else:
-        loaded = datasets.load_dataset(source, split=config.split)
+        prepare_hub_datasets()
+        try:
+            loaded = datasets.load_dataset(source, split=config.split)
+        except Exception as err:  # offline, gated, or missing: say which, and the way around it
+            raise DataError(
+                f"data.source {source}: could not load it from the hub ({type(err).__name__}: {err}); "
+                "offline? give a local file"
+            ) from None
     if config.limit is not None:
         loaded = loaded.select(range(min(config.limit, len(loaded))))
     return loaded

@@ -242,6 +242,9 @@ def hub_unreachable(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored (removed) after the test
     monkeypatch.setattr(generate_module, "_hub_answers", lambda: False)
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     return constants
 
 
@@ -288,6 +291,18 @@ def test_evals_command_line_refuses_an_unreachable_hub_id_before_anything(tmp_pa
     eval_recipe["model"] = "org/missing-model"
     assert "model 'org/missing-model' is not a local folder" in eval_error(tmp_path, eval_recipe, capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_hub_datasets_fail_at_once_when_the_hub_is_out_of_reach(hub_unreachable):
+    import datasets
+
+    with pytest.raises(BenchmarkError, match="benchmark 'x': could not load org/no-such-dataset .*give a local 'path'"):
+        load_problems(BenchmarkSpec("x", hub="org/no-such-dataset"))
+    assert datasets.config.HF_HUB_OFFLINE is True  # read from the cache only: no retries
+    with pytest.raises(CurateError, match="source 'x': could not load org/no-such-dataset"):
+        ingest([SourceSpec("x", hub="org/no-such-dataset")])
+    with pytest.raises(DataError, match="data.source org/no-such-dataset: could not load it from the hub"):
+        load_rows(DataConfig(source="org/no-such-dataset"))
 
 
 # --- curate ----------------------------------------------------------------------------------------
