@@ -10,16 +10,27 @@ import datasets
 from decode import ModelLoadError
 from decode.generate import check_source
 
+from .domains import DomainSettings
 from .generation import ModelSpec
 from .pipeline import run
 from .recipe import CurateRecipe, load_recipe
 from .schema import CurateError
+from .traces import TracesSettings
 
 
 def check_models(recipe: CurateRecipe, stop_after: str | None) -> None:
     """Every model the stages to run will load must be found now, not after the stages before it."""
     for stage in recipe.stages:
-        for value in vars(stage.settings).values():
+        settings = stage.settings
+        try:
+            if isinstance(settings, TracesSettings) and settings.target_tokenizer:
+                check_source(settings.target_tokenizer, "target_tokenizer")
+            for domains in (settings, getattr(settings, "domains", None)):
+                if isinstance(domains, DomainSettings) and domains.method == "embedding" and domains.model:
+                    check_source(domains.model, "embedding model")
+        except ModelLoadError as err:
+            raise CurateError(f"{recipe.source}: stage {stage.name!r}: {err}") from None
+        for value in vars(settings).values():
             for spec in value if isinstance(value, list) else [value]:
                 if not isinstance(spec, ModelSpec):
                     continue

@@ -10,17 +10,21 @@ from decode import BudgetError, FormatError, ModelLoadError
 from decode.generate import check_source
 
 from .benchmarks import BenchmarkError
+from .inputs import device_problem
 from .recipe import EvalRecipe, RecipeError, load_recipe
 from .report import SUMMARY, TABLE, headline
 from .runner import RunError, run
 
 
 def check_sources(recipe: EvalRecipe) -> None:
-    """The model and tokenizer must be found before anything starts (a server's URL is not checked)."""
+    """The model, tokenizer and device must be found before anything starts (a server's URL is not checked)."""
     if recipe.backend != "openai":
         check_source(recipe.model, "model")
     if recipe.tokenizer:
         check_source(recipe.tokenizer, "tokenizer")
+    problem = device_problem(recipe.device, here=recipe.backend == "hf")
+    if problem:
+        raise RecipeError(f"{recipe.source}: {problem}")
 
 
 def main(argv: list[str] | None = None) -> int:

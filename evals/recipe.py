@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from decode import Sampling
+from decode import FormatError, Sampling, get_format
 from decode.generate import BACKENDS, FORCING
 
 from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
-from .inputs import dtype_problem, grading_problem, output_dir_problem, read_utf8, type_problem
+from .inputs import device_problem, dtype_problem, grading_problem, output_dir_problem, read_utf8, type_problem
 from .methods import MethodError, MethodSpec
 
 INSTRUCTIONS = {
@@ -164,7 +164,12 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
                 f"{source}: methods: method {method.label!r}: min_thinking {method.min_thinking} is above its "
                 f"smallest budget {min(method.budgets)}, so that budget could not hold it"
             )
+    try:
+        get_format(values.get("format", "s1"))
+    except FormatError as err:
+        raise RecipeError(f"{source}: format: {err}") from None
     problem = grading_problem(data.get("grading")) or dtype_problem(values.get("dtype", "auto"))
+    problem = problem or device_problem(values.get("device"))
     problem = problem or output_dir_problem(str(data["output_dir"]))
     if problem:
         raise RecipeError(f"{source}: {problem}")

@@ -153,6 +153,26 @@ def test_evals_misspelt_instruction_kind_and_shared_benchmark_names_are_refused(
     assert "benchmarks: two benchmarks share a name ['tiny', 'tiny']" in eval_error(tmp_path, eval_recipe, capsys)
 
 
+def test_evals_format_and_device_are_checked_before_the_model_loads(tmp_path, eval_recipe, capsys):
+    eval_recipe["format"] = "nosuch"  # was found only after the model had loaded
+    assert "format: unknown thinking format 'nosuch'" in eval_error(tmp_path, eval_recipe, capsys)
+    eval_recipe["format"] = str(tmp_path / "missing-format.json")
+    assert "format: unknown thinking format" in eval_error(tmp_path, eval_recipe, capsys)
+    eval_recipe["format"] = "s1"
+    eval_recipe["device"] = "gpu"
+    assert "device expects a torch device such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'" in eval_error(
+        tmp_path, eval_recipe, capsys
+    )
+
+
+def test_evals_device_this_machine_lacks_is_refused_before_the_model_loads(tmp_path, eval_recipe, capsys):
+    import torch
+
+    eval_recipe["device"] = f"cuda:{torch.cuda.device_count()}"  # one past the last device
+    load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe))  # a recipe may be read anywhere
+    assert f"device is 'cuda:{torch.cuda.device_count()}', but torch sees" in eval_error(tmp_path, eval_recipe, capsys)
+
+
 def test_evals_output_dir_that_is_a_file_is_refused(tmp_path, eval_recipe, capsys):
     (tmp_path / "taken").write_text("a file")
     eval_recipe["output_dir"] = str(tmp_path / "taken")
@@ -407,6 +427,21 @@ def test_curate_command_line_refuses_a_missing_model_before_any_stage(tmp_path, 
     err = capsys.readouterr().err
     assert f"{path}: stage 'difficulty': model 'ref': model path '{tmp_path}/no/such/model' does not exist" in err
     assert not (tmp_path / "cache").exists()  # ingest did not run
+
+
+def test_curate_command_line_refuses_missing_tokenizers_and_embedding_models(tmp_path, curate_recipe, capsys):
+    curate_recipe["stages"] = [
+        {"domains": {"model": str(tmp_path / "no" / "embedder")}},
+        {"traces": {"from_metadata": {"trace": "t", "attempt": "a"}, "target_tokenizer": str(tmp_path / "no/tok")}},
+    ]
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    assert f"stage 'domains': embedding model path '{tmp_path}/no/embedder' does not exist" in capsys.readouterr().err
+    curate_recipe["stages"].pop(0)
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    assert f"stage 'traces': target_tokenizer path '{tmp_path}/no/tok' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
 
 
 # --- sft -------------------------------------------------------------------------------------------
