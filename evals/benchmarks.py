@@ -119,6 +119,8 @@ def check_spec(spec: BenchmarkSpec) -> None:
         raise BenchmarkError(f"benchmark {spec.name!r}: kind must be math, choice or gpqa, got {spec.kind!r}")
     if spec.path is None and spec.hub is None:
         raise BenchmarkError(f"benchmark {spec.name!r}: give a local 'path' or a 'hub' id")
+    if spec.kind == "gpqa" and not spec.options:
+        raise BenchmarkError(f"benchmark {spec.name!r}: kind gpqa needs 'options', the fields of the incorrect options")
     limit = spec.limit
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise BenchmarkError(f"benchmark {spec.name!r}: limit expects an integer >= 1 (the first rows) or null, "
@@ -149,7 +151,10 @@ def read_file_rows(
     if path.suffix == ".parquet":
         import datasets
 
-        rows = datasets.Dataset.from_parquet(str(path)).to_list()
+        try:
+            rows = datasets.Dataset.from_parquet(str(path)).to_list()
+        except Exception as err:  # pyarrow raises several kinds for a file that is not parquet
+            raise error(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
         return [(f"{path}: row {i + 1}", row) for i, row in enumerate(rows)]
     if path.suffix == ".json":
         try:

@@ -210,6 +210,19 @@ def test_gold_answer_that_is_not_text_is_refused_naming_the_line(tmp_path, answe
         load_problems(BenchmarkSpec("c", path=str(bench), id=None))
 
 
+def test_corrupt_parquet_and_gpqa_without_options_are_refused(tmp_path, eval_recipe, capsys):
+    broken = tmp_path / "b.parquet"
+    broken.write_text("not parquet")
+    with pytest.raises(BenchmarkError, match=f"{broken}: not a readable parquet file"):  # was a pyarrow traceback
+        load_problems(BenchmarkSpec("b", path=str(broken)))
+    with pytest.raises(CurateError, match=f"{broken}: not a readable parquet file"):
+        ingest([SourceSpec("b", path=str(broken))])
+    eval_recipe["benchmarks"][0]["kind"] = "gpqa"  # was asked as a question with one option, A
+    assert "benchmark 'tiny': kind gpqa needs 'options'" in eval_error(tmp_path, eval_recipe, capsys)
+    with pytest.raises(RLRecipeError, match=r"data\[0\]: benchmark 'd': kind gpqa needs 'options'"):
+        rl_minimal(tmp_path, data=[{"name": "d", "path": "d.jsonl", "kind": "gpqa"}])
+
+
 def test_lists_of_answers_and_numbers_still_read(tmp_path):
     bench = write_jsonl(tmp_path / "b.jsonl", [{"problem": "q", "answer": [1, "2"]}, {"problem": "r", "answer": 27.0}])
     problems = load_problems(BenchmarkSpec("b", path=str(bench), id=None))
