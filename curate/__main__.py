@@ -7,9 +7,42 @@ import sys
 
 import datasets
 
+from decode import ModelLoadError
+from decode.generate import check_source
+
+from .domains import DomainSettings
+from .generation import ModelSpec
 from .pipeline import run
-from .recipe import load_recipe
+from .recipe import CurateRecipe, load_recipe
 from .schema import CurateError
+from .traces import TracesSettings
+
+
+def check_models(recipe: CurateRecipe, stop_after: str | None) -> None:
+    """Every model the stages to run will load must be found now, not after the stages before it."""
+    for stage in recipe.stages:
+        settings = stage.settings
+        try:
+            if isinstance(settings, TracesSettings) and settings.target_tokenizer:
+                check_source(settings.target_tokenizer, "target_tokenizer")
+            for domains in (settings, getattr(settings, "domains", None)):
+                if isinstance(domains, DomainSettings) and domains.method == "embedding" and domains.model:
+                    check_source(domains.model, "embedding model")
+        except ModelLoadError as err:
+            raise CurateError(f"{recipe.source}: stage {stage.name!r}: {err}") from None
+        for value in vars(settings).values():
+            for spec in value if isinstance(value, list) else [value]:
+                if not isinstance(spec, ModelSpec):
+                    continue
+                try:
+                    if spec.backend != "openai":  # a server's model is a URL
+                        check_source(spec.model, "model")
+                    if spec.tokenizer:
+                        check_source(spec.tokenizer, "tokenizer")
+                except ModelLoadError as err:
+                    raise CurateError(f"{recipe.source}: stage {stage.name!r}: model {spec.name!r}: {err}") from None
+        if stage.name == stop_after:
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         names = ["ingest", *(s.name for s in recipe.stages)]
         if args.stop_after and args.stop_after not in names:
             raise CurateError(f"--stop-after {args.stop_after!r}: the recipe's stages are {names}")
+        check_models(recipe, args.stop_after)
         run(recipe, stop_after=args.stop_after)
     except CurateError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 import datasets
 
 from evals.benchmarks import read_file_rows
+from evals.inputs import positive_int_problem, prepare_hub_datasets
 
 from .cache import file_hash
 from .schema import POOL_FEATURES, CurateError
@@ -77,6 +78,9 @@ class SourceSpec:
             raise CurateError(f"{where}: source {self.name!r}: on_error must be raise or skip, not {self.on_error!r}")
         if self.options and not self.label:
             raise CurateError(f"{where}: source {self.name!r}: 'options' needs 'label' (the field with the letter)")
+        problem = positive_int_problem(self.limit, "limit")
+        if problem:
+            raise CurateError(f"{where}: source {self.name!r}: {problem} (the first rows to read)")
 
     def fingerprint(self) -> dict[str, Any]:
         """The spec plus the content hash of its file, so an edited file is ingested again."""
@@ -89,6 +93,7 @@ class SourceSpec:
 def read_source_rows(spec: SourceSpec) -> list[tuple[str, Any]]:
     """(where, row) pairs: `where` names the file and line or item, for error messages."""
     if spec.hub is not None:
+        prepare_hub_datasets()
         try:
             data = datasets.load_dataset(spec.hub, spec.config, split=spec.split)
         except Exception as err:
@@ -102,7 +107,10 @@ def read_source_rows(spec: SourceSpec) -> list[tuple[str, Any]]:
         raise CurateError(f"source {spec.name!r}: file {path} does not exist")
     if path.suffix not in (".parquet", ".json", ".jsonl", ".ndjson"):
         raise CurateError(f"source {spec.name!r}: {path}: expected .jsonl, .json or .parquet")
-    return read_file_rows(path, CurateError, keep_bad_lines=True)  # bad lines: raised or skipped per on_error
+    rows = read_file_rows(path, CurateError, keep_bad_lines=True)  # bad lines: raised or skipped per on_error
+    if not rows:
+        raise CurateError(f"source {spec.name!r}: {path} has no rows")
+    return rows
 
 
 def lookup(row: dict[str, Any], name: str) -> Any:

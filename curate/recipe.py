@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.inputs import dtype_problem, grading_problem, positive_int_problem, type_problem
 from evals.recipe import read_settings
 
 from .api import ApiSettings
@@ -98,6 +99,9 @@ def build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - fields)
     if unknown:
         raise CurateError(f"{where}: unknown setting(s) {unknown}; known: {sorted(fields)}")
+    wrong = type_problem(cls, data)
+    if wrong:
+        raise CurateError(f"{where}: {wrong}")
     values = dict(data)
     for key, nested in NESTED.items():
         if key in values and key in fields and values[key] is not None:
@@ -109,11 +113,66 @@ def build(cls: type, data: Any, where: str) -> Any:
             else:
                 values[key] = build(nested, values[key], f"{where}: {key}")
     try:
-        return cls(**values)
+        built = cls(**values)
     except CurateError as err:
         raise CurateError(f"{where}: {err}") from None
     except TypeError as err:
         raise CurateError(f"{where}: {err}") from None
+    problem = CHECKS[cls](built) if cls in CHECKS else None
+    if problem:
+        raise CurateError(f"{where}: {problem}")
+    return built
+
+
+def model_problem(spec: ModelSpec) -> str | None:
+    """What a model spec would fail on once its model is loaded, found before: budget, format, engine, sampling."""
+    import decode
+    from decode.generate import BACKENDS, FORCING
+
+    if spec.max_answer_tokens is not None and spec.max_answer_tokens < 1:
+        return f"model {spec.name!r}: max_answer_tokens expects an integer >= 1 or null, got {spec.max_answer_tokens}"
+    try:
+        decode.Budget(max_thinking_tokens=spec.max_thinking_tokens, max_answer_tokens=spec.max_answer_tokens)
+        decode.get_format(spec.format)
+        decode.Sampling(temperature=spec.temperature, top_p=spec.top_p)
+    except (decode.BudgetError, decode.FormatError, ValueError) as err:
+        return f"model {spec.name!r}: {err}"
+    if spec.backend not in BACKENDS:
+        return f"model {spec.name!r}: backend must be one of {list(BACKENDS)}, got {spec.backend!r}"
+    if spec.forcing not in FORCING:
+        return f"model {spec.name!r}: forcing must be one of {list(FORCING)}, got {spec.forcing!r}"
+    if spec.backend == "openai" and not spec.tokenizer:
+        return f"model {spec.name!r}: backend openai needs 'tokenizer' (prompts go as token ids)"
+    if spec.backend == "hf" and spec.backend_options:
+        return f"model {spec.name!r}: backend_options apply to the 'vllm' and 'openai' backends, not 'hf'"
+    for name in ("max_tokens", "batch_size", "chunk"):
+        problem = positive_int_problem(getattr(spec, name), name, allow_none=name == "max_tokens")
+        if problem:
+            return f"model {spec.name!r}: {problem}"
+    problem = dtype_problem(spec.dtype)
+    return f"model {spec.name!r}: {problem}" if problem else None
+
+
+def difficulty_problem(settings: DifficultySettings) -> str | None:
+    """Settings the difficulty stage would otherwise read wrong without a word: a misspelt grade or
+    prompt kind, or a prompt that leaves the question out."""
+    if settings.grade not in ("full", "answer"):
+        return f"grade must be 'full' (thinking and answer) or 'answer', got {settings.grade!r}"
+    unknown = sorted(set(settings.prompts) - {"math", "choice"})
+    if unknown:
+        return f"prompts: unknown question kind(s) {unknown}; known: math, choice"
+    for kind, prompt in settings.prompts.items():
+        try:
+            filled = prompt.format(question="\0")
+        except (KeyError, IndexError, ValueError):
+            return f"prompts.{kind}: braces other than {{question}} must be doubled ({{{{ and }}}}); got {prompt!r}"
+        if "\0" not in filled:
+            return f"prompts.{kind} must hold {{question}}, where the question goes; got {prompt!r}"
+    return grading_problem(settings.grading)
+
+
+# Checks run on a settings object once built (the classes check the rest themselves).
+CHECKS: dict[type, Any] = {ModelSpec: model_problem, DifficultySettings: difficulty_problem}
 
 
 def parse_stages(entries: Any, where: str) -> list[StageSpec]:

@@ -7,11 +7,24 @@ import json
 import sys
 
 from decode import BudgetError, FormatError, ModelLoadError
+from decode.generate import check_source
 
 from .benchmarks import BenchmarkError
-from .recipe import RecipeError, load_recipe
+from .inputs import device_problem
+from .recipe import EvalRecipe, RecipeError, load_recipe
 from .report import SUMMARY, TABLE, headline
 from .runner import RunError, run
+
+
+def check_sources(recipe: EvalRecipe) -> None:
+    """The model, tokenizer and device must be found before anything starts (a server's URL is not checked)."""
+    if recipe.backend != "openai":
+        check_source(recipe.model, "model")
+    if recipe.tokenizer:
+        check_source(recipe.tokenizer, "tokenizer")
+    problem = device_problem(recipe.device, here=recipe.backend == "hf")
+    if problem:
+        raise RecipeError(f"{recipe.source}: {problem}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"model": args.model, "output_dir": args.output_dir}.items() if v}
     try:
         recipe = load_recipe(args.recipe, overrides)
+        check_sources(recipe)
         folder = run(recipe, progress=not args.no_progress)
     except (RecipeError, BenchmarkError, RunError, ModelLoadError, FormatError, BudgetError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = str(err)
+        if args.recipe not in message:  # every message names the recipe it came from
+            message = f"{args.recipe}: {message}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(headline(json.loads((folder / SUMMARY).read_text())))
     print(f"report: {folder / TABLE}\nsummary: {folder / SUMMARY}, samples and plots in {folder}")

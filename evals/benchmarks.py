@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .inputs import decode_line, prepare_hub_datasets, read_utf8, type_problem
+
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -99,16 +101,30 @@ def resolve_spec(entry: str | dict[str, Any]) -> BenchmarkSpec:
     unknown = set(entry) - known
     if unknown:
         raise BenchmarkError(f"benchmark {entry['name']!r}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    wrong = type_problem(BenchmarkSpec, entry)
+    if wrong:
+        raise BenchmarkError(f"benchmark {entry['name']!r}: {wrong}")
     values = dict(entry)
     if "options" in values:
         values["options"] = tuple(values["options"])
     base = PRESETS.get(entry["name"])
     spec = replace(base, **values) if base else BenchmarkSpec(**values)
+    check_spec(spec)
+    return spec
+
+
+def check_spec(spec: BenchmarkSpec) -> None:
+    """Settings that a benchmark's rows cannot be read with are refused before any file is opened."""
     if spec.kind not in ("math", "choice", "gpqa"):
         raise BenchmarkError(f"benchmark {spec.name!r}: kind must be math, choice or gpqa, got {spec.kind!r}")
     if spec.path is None and spec.hub is None:
         raise BenchmarkError(f"benchmark {spec.name!r}: give a local 'path' or a 'hub' id")
-    return spec
+    if spec.kind == "gpqa" and not spec.options:
+        raise BenchmarkError(f"benchmark {spec.name!r}: kind gpqa needs 'options', the fields of the incorrect options")
+    limit = spec.limit
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise BenchmarkError(f"benchmark {spec.name!r}: limit expects an integer >= 1 (the first rows) or null, "
+                             f"got {limit!r}")  # fmt: skip
 
 
 def read_rows(spec: BenchmarkSpec, root: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -135,34 +151,47 @@ def read_file_rows(
     if path.suffix == ".parquet":
         import datasets
 
-        rows = datasets.Dataset.from_parquet(str(path)).to_list()
+        try:
+            rows = datasets.Dataset.from_parquet(str(path)).to_list()
+        except Exception as err:  # pyarrow raises several kinds for a file that is not parquet
+            raise error(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
         return [(f"{path}: row {i + 1}", row) for i, row in enumerate(rows)]
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(read_utf8(path, error))
         except json.JSONDecodeError as err:
             raise error(f"{path}: not valid JSON ({err})") from None
         if not isinstance(data, list):
             raise error(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
         return [(f"{path}: item {i + 1}", row) for i, row in enumerate(data)]
+    return read_json_lines(path, error, keep_bad_lines)
+
+
+def read_json_lines(path: Path, error: type[Exception] = BenchmarkError, keep_bad_lines: bool = False) -> list:
+    """(where, row) pairs of a JSON lines file, blank lines skipped; see `read_file_rows`."""
     rows: list[tuple[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    # Lines are split on bytes: a JSON string may hold U+2028, which str.splitlines would break on.
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        where = f"{path}: line {number}"
         try:
-            rows.append((f"{path}: line {number}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            bad = error(f"{path}: line {number}: not valid JSON ({err.msg})")
+            line = decode_line(raw, where, error)
+            if not line.strip():
+                continue
+            try:
+                rows.append((where, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise error(f"{where}: not valid JSON ({err.msg})") from None
+        except error as bad:
             if not keep_bad_lines:
-                raise bad from None
-            rows.append((f"{path}: line {number}", bad))
+                raise
+            rows.append((where, bad))
     return rows
 
 
 def _hub_rows(spec: BenchmarkSpec) -> list[tuple[str, dict[str, Any]]]:
     import datasets
 
+    prepare_hub_datasets()
     try:
         data = datasets.load_dataset(spec.hub, spec.config, split=spec.split)
     except Exception as err:  # offline, gated, or missing: say which, and the way around it
@@ -182,9 +211,24 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _is_text(value: Any, nested: bool = False) -> bool:
+    """A field read as text: a string or a number; an answer (`nested` False) may also be a list of those."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return True
+    return not nested and isinstance(value, list) and bool(value) and all(_is_text(v, True) for v in value)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem]:
     """The benchmark's problems, checked: every row must have the fields the spec names."""
+    check_spec(spec)
     rows = read_rows(spec, root)
+    if not rows:
+        raise BenchmarkError(f"benchmark {spec.name!r}: {spec.path or spec.hub} has no rows")
     if spec.limit is not None:
         rows = rows[: spec.limit]
     problems = []
@@ -203,6 +247,10 @@ def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem
         if pid in seen:
             raise BenchmarkError(f"{where}: duplicate id {pid!r} in benchmark {spec.name!r}")
         seen.add(pid)
+        for name in needed:
+            if not _is_text(row[name], nested=name != spec.answer):
+                what = "text, a number or a list of them" if name == spec.answer else "text or a number"
+                raise BenchmarkError(f"{where}: field {name!r} expects {what}, got {_short(row[name])}")
         question, gold = str(row[spec.question]).strip(), _text(row[spec.answer])
         if spec.kind == "math":
             problems.append(Problem(spec.name, pid, question, gold, "math"))

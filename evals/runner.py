@@ -90,14 +90,16 @@ def read_samples(path: Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return records
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
+    lines = path.read_bytes().splitlines()
+    for number, raw in enumerate(lines, start=1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             if number == len(lines):
                 break  # an append interrupted mid-line
             raise RunError(f"{path}: line {number} is not valid JSON; delete the run folder to start over") from None
+        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+            raise RunError(f"{path}: line {number} is not a sample record (it has no 'key'); delete the run folder")
         records[record["key"]] = record
     return records
 
@@ -116,7 +118,12 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
     info_path = folder / RUN_INFO
     info = {"fingerprint": recipe.fingerprint(), "recipe": recipe.source, "model": recipe.model}
     if info_path.exists():
-        old = json.loads(info_path.read_text())
+        try:
+            old = json.loads(info_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise RunError(f"{info_path}: not a valid run description (a JSON object); delete the run folder")
         if old.get("fingerprint") != info["fingerprint"]:
             raise RunError(
                 f"{folder} holds a run with other generation settings (recipe {old.get('recipe')}, model "

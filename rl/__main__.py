@@ -7,6 +7,7 @@ import json
 import sys
 
 from decode import FormatError, ModelLoadError
+from decode.generate import check_source
 from evals import BenchmarkError
 
 from .config import RecipeError, load_recipe
@@ -33,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"model": args.model, "output_dir": args.output_dir, "max_steps": args.max_steps}
     try:
         recipe = load_recipe(args.recipe, {k: v for k, v in overrides.items() if v is not None})
+        recipe.grpo_config()  # the trainer's own checks come first, as in `train`
+        check_source(recipe.model, "model")  # before the data is read and the grading workers start
+        if recipe.tokenizer:
+            check_source(recipe.tokenizer, "tokenizer")
         final = train(recipe)
     except (RecipeError, PromptError, RewardError, BenchmarkError, ModelLoadError, FormatError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = str(err)
+        print(f"error: {message if args.recipe in message else f'{args.recipe}: {message}'}", file=sys.stderr)
         return 2
     history_path = final.parent / LOG_HISTORY
     if history_path.exists():

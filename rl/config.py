@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals import BenchmarkSpec
+from evals import BenchmarkError, BenchmarkSpec
+from evals.benchmarks import check_spec
+from evals.inputs import dtype_problem, grading_problem, output_dir_problem, type_problem
 from evals.recipe import read_settings
 
 from .prompts import PromptError, PromptSettings
 from .rewards import RewardError, RewardSettings
-
-GRADING_KEYS = ("workers", "timeout_s", "memory_mb")
 
 
 class RecipeError(ValueError):
@@ -86,6 +86,9 @@ def _section(source: str, name: str, values: Any, cls: type) -> Any:
     unknown = set(values) - known
     if unknown:
         raise RecipeError(f"{source}: {name}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    wrong = type_problem(cls, values, f"{name}.")
+    if wrong:
+        raise RecipeError(f"{source}: {wrong}")
     try:
         return cls(**values)
     except (PromptError, RewardError, TypeError, ValueError) as err:
@@ -103,6 +106,10 @@ def _data_spec(source: str, index: int, entry: Any) -> BenchmarkSpec:
         raise RecipeError(f"{where}: kind must be math, choice or gpqa, got {spec.kind!r}")
     if spec.options:
         spec = dataclasses.replace(spec, options=tuple(spec.options))
+    try:
+        check_spec(spec)
+    except BenchmarkError as err:
+        raise RecipeError(f"{where}: {err}") from None
     return spec
 
 
@@ -120,18 +127,23 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> LCPOReci
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"{source}: seed must be an integer, got {seed!r}")
+    top = {k: v for k, v in data.items() if k not in ("data", "prompts", "reward", "grading", "trainer")}
+    problem = type_problem(LCPORecipe, top) or dtype_problem(values.get("dtype", "auto"))
+    problem = problem or output_dir_problem(str(data["output_dir"])) or grading_problem(data.get("grading"))
+    if problem:
+        raise RecipeError(f"{source}: {problem}")
     values["data"] = [_data_spec(source, i, entry) for i, entry in enumerate(data["data"])]
     prompts = dict(data.get("prompts") or {})
     prompts.setdefault("seed", seed)
     values["prompts"] = _section(source, "prompts", prompts, PromptSettings)
     values["reward"] = _section(source, "reward", data.get("reward"), RewardSettings)
-    grading = data.get("grading") or {}
-    if not isinstance(grading, dict) or set(grading) - set(GRADING_KEYS):
-        raise RecipeError(f"{source}: grading: expected a mapping of {', '.join(GRADING_KEYS)}, got {grading!r}")
     trainer = data.get("trainer") or {}
     if not isinstance(trainer, dict):
         raise RecipeError(f"{source}: trainer: expected a mapping of GRPOConfig settings, got {trainer!r}")
     _check_trainer_keys(source, trainer)
+    rate = trainer.get("learning_rate")
+    if "learning_rate" in trainer and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
+        raise RecipeError(f"{source}: trainer.learning_rate expects a number > 0 (YAML: write 1.0e-6), got {rate!r}")
     recipe = LCPORecipe(**values)
     recipe.source = source
     return recipe

@@ -9,6 +9,9 @@ import argparse
 import logging
 import sys
 
+from decode import ModelLoadError
+from decode.generate import check_source
+
 from .config import RecipeError, load_recipe
 from .data import DataError
 
@@ -23,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         recipe = load_recipe(args.recipe, {"model": args.model, "output_dir": args.output_dir, "resume": args.resume})
+        try:  # the model and tokenizer must be found before the data is read
+            check_source(recipe.model, "model")
+            if recipe.tokenizer:
+                check_source(recipe.tokenizer, "tokenizer")
+        except ModelLoadError as err:
+            raise RecipeError(f"{recipe.recipe_path}: {err}") from None
         from .train import train  # imports trl and torch: only once the recipe is known to be good
 
         final = train(recipe)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from decode import FormatError, get_format
+from evals.inputs import dtype_problem, output_dir_problem, type_problem
 from evals.recipe import read_settings
 
 OVERLONG_POLICIES = ("error", "drop", "truncate")
@@ -19,6 +21,19 @@ RESUME_MODES = ("auto", "never")
 # reads the per-example boundaries (cu_seq_lens), and sdpa / eager / flex build a block-diagonal
 # causal mask from position ids that restart at 0 (transformers' masking_utils). Anything else is refused.
 PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+
+
+# Training arguments that trl and transformers take without a check, although a wrong value trains
+# nonsense (a negative learning rate climbs the loss): name -> (bound, strictly above?, what is expected).
+TRAINING_NUMBERS = {
+    "learning_rate": (0, True, "a number > 0 (YAML: write 1.0e-5, not 1e-5)"),
+    "num_train_epochs": (0, True, "a number of epochs > 0"),
+    "per_device_train_batch_size": (1, False, "an integer >= 1"),
+    "gradient_accumulation_steps": (1, False, "an integer >= 1"),
+    "warmup_ratio": (0, False, "a number in [0, 1)"),
+    "weight_decay": (0, False, "a number >= 0"),
+    "max_grad_norm": (0, False, "a number >= 0"),
+}
 
 
 class RecipeError(ValueError):
@@ -72,6 +87,10 @@ class DataConfig:
         for name in ("source", "question", "trace", "answer", "format"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise RecipeError(f"{where}: data.{name} must be a non-empty string")
+        try:
+            get_format(self.format)
+        except FormatError as err:
+            raise RecipeError(f"{where}: data.format: {err}") from None
 
 
 @dataclass
@@ -127,10 +146,24 @@ class SFTRecipe:
                 f"{where}: training.{repeated[0]} is set from the recipe's top level "
                 "(output_dir, data.block_size, packing, seed); remove it from 'training'"
             )
+        for name, (low, strict, words) in TRAINING_NUMBERS.items():
+            value = self.training.get(name)
+            fits = _number_above(value, low, strict) and (isinstance(value, int) or not words.startswith("an integer"))
+            if name in self.training and not fits:
+                raise RecipeError(f"{where}: training.{name} expects {words}, got {value!r}")
+        problem = dtype_problem(self.dtype) or output_dir_problem(self.output_dir)
+        if problem:
+            raise RecipeError(f"{where}: {problem}")
         if self.resume not in RESUME_MODES and not Path(self.resume).is_dir():
             raise RecipeError(
                 f"{where}: resume must be one of {RESUME_MODES} or an existing checkpoint folder, got {self.resume!r}"
             )
+
+
+def _number_above(value: Any, low: float, strict: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value > low if strict else value >= low
 
 
 def _build(cls: type, values: Any, where: str, section: str) -> Any:
@@ -140,6 +173,9 @@ def _build(cls: type, values: Any, where: str, section: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise RecipeError(f"{where}: unknown setting {section}{unknown[0]!r} (known: {', '.join(sorted(known))})")
+    wrong = type_problem(cls, {k: v for k, v in values.items() if k != "data"}, section)
+    if wrong:
+        raise RecipeError(f"{where}: {wrong}")
     return values
 
 

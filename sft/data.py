@@ -22,6 +22,8 @@ from typing import Any
 import datasets
 
 from decode import FormatError, ThinkingFormat, get_format
+from evals.benchmarks import read_file_rows, read_json_lines
+from evals.inputs import prepare_hub_datasets, read_utf8
 
 from .config import DataConfig
 
@@ -84,6 +86,8 @@ def load_rows(config: DataConfig) -> datasets.Dataset:
             raise DataError(
                 f"data.source {source}: unknown file type {path.suffix!r} (expected {sorted(FILE_LOADERS)})"
             )
+        if kind == "json":
+            check_json_rows(path, config)
         try:
             loaded = datasets.load_dataset(kind, data_files=str(path), split="train")
         except Exception as err:  # datasets raises many kinds for an unreadable file
@@ -91,10 +95,42 @@ def load_rows(config: DataConfig) -> datasets.Dataset:
     elif source.startswith((".", "/", "~")) or source.count("/") > 1 or path.suffix in FILE_LOADERS:
         raise DataError(f"data.source {source}: no such file or folder")
     else:
-        loaded = datasets.load_dataset(source, split=config.split)
+        prepare_hub_datasets()
+        try:
+            loaded = datasets.load_dataset(source, split=config.split)
+        except Exception as err:  # offline, gated, or missing: say which, and the way around it
+            raise DataError(
+                f"data.source {source}: could not load it from the hub ({type(err).__name__}: {err}); "
+                "offline? give a local file"
+            ) from None
     if config.limit is not None:
         loaded = loaded.select(range(min(config.limit, len(loaded))))
     return loaded
+
+
+def check_json_rows(path: Path, config: DataConfig) -> None:
+    """Read a JSON lines file (or a JSON list) row by row first, so that a line that is not UTF-8, not
+    JSON, not an object, or lacks a text field is named by its line (datasets' reader names none)."""
+    is_list = path.suffix == ".json" and read_utf8(path, DataError).lstrip().startswith("[")
+    # A .json file may hold JSON lines too (datasets reads both).
+    rows = read_file_rows(path, DataError) if is_list else read_json_lines(path, DataError)
+    if not rows:
+        raise DataError(f"data.source {config.source}: no rows")
+    for index, (where, row) in enumerate(rows[: config.limit]):
+        where = f"{where}, row {index}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for setting in ("question", "trace", "answer"):
+            name = getattr(config, setting)
+            if name not in row:
+                raise DataError(f"{where}: no field for data.{setting}={name!r} (fields: {', '.join(row)})")
+            value = row[name]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = "\n".join(value)
+            if not isinstance(value, str):
+                raise DataError(f"{where}: field {name!r} must be text, got {type(value).__name__}")
+            if not value.strip():
+                raise DataError(f"{where}: field {name!r} is empty")
 
 
 def answer_prefix(config: DataConfig, fmt: ThinkingFormat) -> str:

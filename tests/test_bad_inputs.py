@@ -1,0 +1,586 @@
+"""Bad input to the evals, curate, sft and rl command lines, tried as a new user would: each is refused
+with one line naming the file, line or setting and what was expected, before any model loads.
+
+No test here loads a model: the model given is an empty folder, and the loaders are replaced by
+functions that fail the test if they are reached."""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curate import CurateError
+from curate import load_recipe as load_curate_recipe
+from curate.__main__ import main as curate_main
+from curate.ingest import SourceSpec, ingest
+from evals import BenchmarkError, BenchmarkSpec, RecipeError, load_problems, load_recipe, run
+from evals.__main__ import main as evals_main
+from evals.runner import RunError
+from rl import RecipeError as RLRecipeError
+from rl import recipe_from_dict as rl_recipe
+from rl.prompts import load_questions
+from sft import DataConfig, DataError
+from sft import RecipeError as SFTRecipeError
+from sft import recipe_from_dict as sft_recipe
+from sft.__main__ import main as sft_main
+from sft.data import load_rows
+
+generate_module = importlib.import_module("decode.generate")
+NOT_UTF8 = b"\xff\xfe bad \xe9"
+
+
+@pytest.fixture(autouse=True)
+def no_model_loads(monkeypatch):
+    """Every refusal here must come before a model (or tokenizer) is loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was refused")
+
+    monkeypatch.setattr("evals.runner.load_model", refuse)
+    monkeypatch.setattr("evals.runner.load_tokenizer", refuse)
+    monkeypatch.setattr("decode.load_model", refuse)
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# --- evals -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eval_recipe(tmp_path):
+    """A valid evaluation recipe (as a dict) on a two-question local benchmark; the model is a folder."""
+    (tmp_path / "model").mkdir()
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"id": 1, "problem": "1+1?", "answer": "2"},
+                                                    {"id": 2, "problem": "2+2?", "answer": 4}])  # fmt: skip
+    return {
+        "model": str(tmp_path / "model"),
+        "output_dir": str(tmp_path / "out"),
+        "benchmarks": [{"name": "tiny", "path": str(bench)}],
+        "methods": [{"method": "budget_forcing", "budgets": [8, 16]}],
+        "grading": {"workers": 1},
+    }
+
+
+def eval_error(tmp_path, recipe: dict, capsys) -> str:
+    """Run `python -m evals` on the recipe; it must exit 2 with one error line, which is returned."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert evals_main([str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert str(path) in err  # every evals error names the recipe file
+    return err
+
+
+def test_evals_recipe_that_is_not_utf8_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(b"model: m\noutput_dir: o\n# " + NOT_UTF8 + b"\n")
+    assert evals_main([str(path)]) == 2
+    assert f"{path}: line 3: not UTF-8 (byte 0xff" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_evals_benchmark_file_that_is_not_utf8_names_file_and_line(tmp_path, eval_recipe, capsys, suffix):
+    bench = tmp_path / f"b{suffix}"
+    if suffix == ".jsonl":
+        bench.write_bytes(b'{"problem": "a", "answer": "1"}\n{"problem": "' + NOT_UTF8 + b'", "answer": "2"}\n')
+    else:
+        bench.write_bytes(b'[{"problem": "a", "answer": "1"},\n {"problem": "' + NOT_UTF8 + b'", "answer": "2"}]\n')
+    eval_recipe["benchmarks"] = [{"name": "b", "path": str(bench)}]
+    assert f"{bench}: line 2: not UTF-8" in eval_error(tmp_path, eval_recipe, capsys)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"limit": "x"}, r"benchmark 'tiny': limit expects an integer or null, got 'x'"),
+        ({"limit": -1}, r"benchmark 'tiny': limit expects an integer >= 1 \(the first rows\) or null, got -1"),
+        ({"limit": 0}, r"limit expects an integer >= 1"),
+    ],
+)
+def test_evals_benchmark_limit_must_be_a_positive_integer(tmp_path, eval_recipe, capsys, change, message):
+    eval_recipe["benchmarks"][0].update(change)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe))
+    assert "limit" in eval_error(tmp_path, eval_recipe, capsys)
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dtype": "float7"}, "dtype expects 'auto' or a torch dtype name (float32, bfloat16, float16), got 'float7'"),
+        ({"grading": {"workers": 0}}, "grading.workers expects an integer >= 1 (worker processes), got 0"),
+        ({"grading": {"timeout_s": -1}}, "grading.timeout_s expects a number of seconds > 0, got -1"),
+        ({"grading": {"memory_mb": "lots"}}, "grading.memory_mb expects an integer >= 1 (MiB per worker) or null"),
+        ({"samples": True}, "samples expects an integer, got True"),
+        ({"batch_size": "8"}, "batch_size expects an integer, got '8'"),
+        ({"max_answer_tokens": 0}, "max_answer_tokens expects an integer >= 1"),
+        ({"sampling": {"temperature": "hot"}}, "sampling.temperature expects a number, got 'hot'"),
+        ({"sampling": {"top_p": "1e-1"}}, "sampling.top_p expects a number, got '1e-1' (YAML reads a number such as"),
+        ({"methods": [{"method": "budget_forcing", "budgets": ["8"]}]},
+         "methods[0].budgets expects a list of integers, got ['8']"),
+        ({"methods": [{"method": "budget_forcing", "budgets": 100}]},
+         "methods[0].budgets expects a list of integers, got 100"),
+        ({"methods": [{"method": "majority_vote", "votes": 4}]}, "methods[0].votes expects a list of integers, got 4"),
+        ({"methods": [{"method": "rejection_sampling", "budgets": [8], "temperature": "warm"}]},
+         "methods[0].temperature expects a number, got 'warm'"),
+        ({"methods": [{"method": "budget_forcing", "budgets": [8], "min_thinking": 100}]},
+         "min_thinking 100 is above its smallest budget 8"),
+    ],
+)  # fmt: skip
+def test_evals_settings_of_the_wrong_kind_say_what_was_expected(tmp_path, eval_recipe, capsys, change, message):
+    eval_recipe.update(change)
+    assert message in eval_error(tmp_path, eval_recipe, capsys)
+
+
+def test_evals_misspelt_instruction_kind_and_shared_benchmark_names_are_refused(tmp_path, eval_recipe, capsys):
+    eval_recipe["instruction"] = {"maths": "Box it."}
+    assert "instruction: unknown problem kind(s) ['maths']; known: math, choice" in eval_error(
+        tmp_path, eval_recipe, capsys
+    )
+    del eval_recipe["instruction"]
+    eval_recipe["benchmarks"] = eval_recipe["benchmarks"] * 2  # the same name twice: their samples would mix
+    assert "benchmarks: two benchmarks share a name ['tiny', 'tiny']" in eval_error(tmp_path, eval_recipe, capsys)
+
+
+def test_evals_format_and_device_are_checked_before_the_model_loads(tmp_path, eval_recipe, capsys):
+    eval_recipe["format"] = "nosuch"  # was found only after the model had loaded
+    assert "format: unknown thinking format 'nosuch'" in eval_error(tmp_path, eval_recipe, capsys)
+    eval_recipe["format"] = str(tmp_path / "missing-format.json")
+    assert "format: unknown thinking format" in eval_error(tmp_path, eval_recipe, capsys)
+    eval_recipe["format"] = "s1"
+    eval_recipe["device"] = "gpu"
+    assert "device expects a torch device such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'" in eval_error(
+        tmp_path, eval_recipe, capsys
+    )
+
+
+def test_evals_device_this_machine_lacks_is_refused_before_the_model_loads(tmp_path, eval_recipe, capsys):
+    import torch
+
+    eval_recipe["device"] = f"cuda:{torch.cuda.device_count()}"  # one past the last device
+    load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe))  # a recipe may be read anywhere
+    assert f"device is 'cuda:{torch.cuda.device_count()}', but torch sees" in eval_error(tmp_path, eval_recipe, capsys)
+
+
+def test_evals_output_dir_that_is_a_file_is_refused(tmp_path, eval_recipe, capsys):
+    (tmp_path / "taken").write_text("a file")
+    eval_recipe["output_dir"] = str(tmp_path / "taken")
+    assert f"output_dir '{tmp_path}/taken': {tmp_path}/taken is a file, not a folder" in eval_error(
+        tmp_path, eval_recipe, capsys
+    )
+    eval_recipe["output_dir"] = str(tmp_path / "taken" / "run")
+    assert "is a file, not a folder" in eval_error(tmp_path, eval_recipe, capsys)
+
+
+@pytest.mark.parametrize("blank", ["", "\n\n  \n"])
+def test_evals_empty_benchmark_file_is_refused(tmp_path, eval_recipe, capsys, blank):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(blank)
+    eval_recipe["benchmarks"] = [{"name": "empty", "path": str(empty)}]
+    assert f"benchmark 'empty': {empty} has no rows" in eval_error(tmp_path, eval_recipe, capsys)
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"value": 3}, "field 'answer' expects text, a number or a list of them, got {\"value\": 3}"),
+        ([{"a": 1}], "field 'answer' expects text, a number or a list of them"),
+        (True, "field 'answer' expects text, a number or a list of them, got true"),
+    ],
+)
+def test_gold_answer_that_is_not_text_is_refused_naming_the_line(tmp_path, answer, message):
+    bench = write_jsonl(tmp_path / "b.jsonl", [{"problem": "q", "answer": "1"}, {"problem": "q2", "answer": answer}])
+    with pytest.raises(BenchmarkError, match="b.jsonl: line 2: ") as caught:
+        load_problems(BenchmarkSpec("b", path=str(bench), id=None))
+    assert message in str(caught.value)
+    bench = write_jsonl(tmp_path / "c.jsonl", [{"problem": {"text": "q"}, "answer": "1"}])
+    with pytest.raises(BenchmarkError, match="c.jsonl: line 1: field 'problem' expects text or a number"):
+        load_problems(BenchmarkSpec("c", path=str(bench), id=None))
+
+
+def test_corrupt_parquet_and_gpqa_without_options_are_refused(tmp_path, eval_recipe, capsys):
+    broken = tmp_path / "b.parquet"
+    broken.write_text("not parquet")
+    with pytest.raises(BenchmarkError, match=f"{broken}: not a readable parquet file"):  # was a pyarrow traceback
+        load_problems(BenchmarkSpec("b", path=str(broken)))
+    with pytest.raises(CurateError, match=f"{broken}: not a readable parquet file"):
+        ingest([SourceSpec("b", path=str(broken))])
+    eval_recipe["benchmarks"][0]["kind"] = "gpqa"  # was asked as a question with one option, A
+    assert "benchmark 'tiny': kind gpqa needs 'options'" in eval_error(tmp_path, eval_recipe, capsys)
+    with pytest.raises(RLRecipeError, match=r"data\[0\]: benchmark 'd': kind gpqa needs 'options'"):
+        rl_minimal(tmp_path, data=[{"name": "d", "path": "d.jsonl", "kind": "gpqa"}])
+
+
+def test_lists_of_answers_and_numbers_still_read(tmp_path):
+    bench = write_jsonl(tmp_path / "b.jsonl", [{"problem": "q", "answer": [1, "2"]}, {"problem": "r", "answer": 27.0}])
+    problems = load_problems(BenchmarkSpec("b", path=str(bench), id=None))
+    assert [p.gold for p in problems] == ["1, 2", "27"]
+
+
+def test_a_json_string_holding_a_line_separator_stays_one_row(tmp_path):
+    bench = tmp_path / "b.jsonl"
+    rows = [{"problem": "first\u2028part", "answer": "1"}, {"problem": "second", "answer": "2"}]
+    bench.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert [p.question for p in load_problems(BenchmarkSpec("b", path=str(bench), id=None))] == [
+        "first\u2028part",
+        "second",
+    ]
+
+
+def test_evals_samples_line_without_its_key_is_refused(tmp_path, eval_recipe, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "samples.jsonl").write_text('{"key": "x"}\n{"benchmark": "tiny", "correct": true}\n{"key": "y"}\n')
+    message = eval_error(tmp_path, eval_recipe, capsys)
+    assert f"{out}/samples.jsonl: line 2 is not a sample record (it has no 'key')" in message
+    with pytest.raises(RunError, match="line 2 is not a sample record"):
+        run(load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe)), progress=False)
+    (out / "samples.jsonl").write_bytes(b'{"key": "x"}\n' + NOT_UTF8 + b"\n{}\n")
+    assert f"{out}/samples.jsonl: line 2 is not valid JSON" in eval_error(tmp_path, eval_recipe, capsys)
+
+
+@pytest.mark.parametrize("content", [b'{"fingerprint": "abc"', b"[1, 2]", NOT_UTF8])
+def test_evals_corrupt_run_json_is_refused(tmp_path, eval_recipe, capsys, content):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run.json").write_bytes(content)
+    message = eval_error(tmp_path, eval_recipe, capsys)
+    assert f"{tmp_path}/out/run.json: not a valid run description (a JSON object)" in message
+
+
+def test_evals_errors_from_the_run_name_the_recipe(tmp_path, eval_recipe, capsys):
+    eval_recipe["benchmarks"] = [{"name": "gone", "path": str(tmp_path / "gone.jsonl")}]
+    message = eval_error(tmp_path, eval_recipe, capsys)
+    assert message.startswith(f"error: {tmp_path}/recipe.yaml: benchmark 'gone': file ")
+
+
+# --- a hub id that is neither a local folder nor reachable -----------------------------------------
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored (removed) after the test
+    monkeypatch.setattr(generate_module, "_hub_answers", lambda: False)
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    return constants
+
+
+def test_missing_hub_id_is_refused_at_once_when_the_hub_is_out_of_reach(hub_unreachable, monkeypatch):
+    monkeypatch.setattr(generate_module, "_in_hub_cache", lambda repo_id: False)
+    message = "model 'runs/nosuch' is not a local folder nor in the local hub cache, and the hub cannot be reached"
+    with pytest.raises(generate_module.ModelLoadError, match=message):
+        generate_module.check_source("runs/nosuch", "model")
+
+
+def test_hub_switched_off_refuses_an_uncached_id_without_asking_it(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def asked():
+        raise AssertionError("the hub was asked although HF_HUB_OFFLINE is set")
+
+    monkeypatch.setattr(generate_module, "_hub_answers", asked)
+    with pytest.raises(generate_module.ModelLoadError, match="is not a local folder nor in the local hub cache"):
+        generate_module.check_source("org/not-cached-anywhere", "tokenizer")
+
+
+def test_cached_hub_id_is_read_from_the_cache_when_the_hub_is_out_of_reach(hub_unreachable, monkeypatch):
+    monkeypatch.setattr(generate_module, "_in_hub_cache", lambda repo_id: repo_id == "org/cached")
+    generate_module.check_source("org/cached", "model")
+    assert hub_unreachable.HF_HUB_OFFLINE is True  # transformers then reads the cache without retries
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # and so do the processes the run starts
+
+
+def test_hub_id_with_the_hub_reachable_is_left_to_the_hub(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(generate_module, "_hub_answers", lambda: True)
+    generate_module.check_source("org/name", "model")  # no error: from_pretrained downloads it
+
+
+def test_evals_command_line_refuses_an_unreachable_hub_id_before_anything(tmp_path, eval_recipe, capsys,
+                                                                           hub_unreachable, monkeypatch):  # fmt: skip
+    monkeypatch.setattr(generate_module, "_in_hub_cache", lambda repo_id: False)
+    eval_recipe["model"] = "org/missing-model"
+    assert "model 'org/missing-model' is not a local folder" in eval_error(tmp_path, eval_recipe, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_datasets_fail_at_once_when_the_hub_is_out_of_reach(hub_unreachable):
+    import datasets
+
+    with pytest.raises(BenchmarkError, match="benchmark 'x': could not load org/no-such-dataset .*give a local 'path'"):
+        load_problems(BenchmarkSpec("x", hub="org/no-such-dataset"))
+    assert datasets.config.HF_HUB_OFFLINE is True  # read from the cache only: no retries
+    with pytest.raises(CurateError, match="source 'x': could not load org/no-such-dataset"):
+        ingest([SourceSpec("x", hub="org/no-such-dataset")])
+    with pytest.raises(DataError, match="data.source org/no-such-dataset: could not load it from the hub"):
+        load_rows(DataConfig(source="org/no-such-dataset"))
+
+
+# --- curate ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def curate_recipe(tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"question": f"q{i}", "answer": str(i)} for i in range(3)])
+    model = tmp_path / "model"
+    model.mkdir()
+    return {
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "sources": [{"name": "pool", "path": str(pool)}],
+        "stages": [{"difficulty": {"models": [{"name": "ref", "model": str(model)}]}}, {"select": {"size": 2}}],
+    }
+
+
+def curate_error(tmp_path, recipe: dict) -> str:
+    path = write_yaml(tmp_path / "curate.yaml", recipe)
+    with pytest.raises(CurateError) as caught:
+        load_curate_recipe(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"max_thinking_tokens": -3}, "model 'ref': max_thinking_tokens must be >= 0, got -3"),
+        ({"format": "nosuch"}, "model 'ref': unknown thinking format 'nosuch'"),
+        ({"max_thinking_tokens": "many"}, "max_thinking_tokens expects an integer or null, got 'many'"),
+        ({"temperature": -1}, "model 'ref': temperature must be >= 0"),
+        ({"backend": "tgi"}, "model 'ref': backend must be one of ['hf', 'vllm', 'openai'], got 'tgi'"),
+        ({"batch_size": 0}, "model 'ref': batch_size expects an integer >= 1, got 0"),
+        ({"max_answer_tokens": 0}, "model 'ref': max_answer_tokens expects an integer >= 1 or null"),
+        ({"dtype": "float7"}, "model 'ref': dtype expects 'auto' or a torch dtype name"),
+    ],
+)
+def test_curate_difficulty_model_settings_are_checked_when_the_recipe_is_read(tmp_path, curate_recipe, model,
+                                                                               message):  # fmt: skip
+    curate_recipe["stages"][0]["difficulty"]["models"][0].update(model)
+    error = curate_error(tmp_path, curate_recipe)
+    assert error.startswith(f"{tmp_path}/curate.yaml: stages[0] (difficulty): models[0]: ") and message in error
+
+
+def test_curate_grading_and_select_size_of_the_wrong_kind(tmp_path, curate_recipe):
+    curate_recipe["stages"][0]["difficulty"]["grading"] = {"workers": 0}
+    assert "stages[0] (difficulty): grading.workers expects an integer >= 1" in curate_error(tmp_path, curate_recipe)
+    del curate_recipe["stages"][0]["difficulty"]["grading"]
+    curate_recipe["stages"][1]["select"]["size"] = "1000"
+    assert "stages[1] (select): size expects an integer, got '1000'" in curate_error(tmp_path, curate_recipe)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"grade": "answers"}, "grade must be 'full' (thinking and answer) or 'answer', got 'answers'"),
+        ({"prompts": {"maths": "{question}"}}, "prompts: unknown question kind(s) ['maths']; known: math, choice"),
+        ({"prompts": {"math": "Solve it."}}, "prompts.math must hold {question}, where the question goes"),
+        ({"prompts": {"math": "{question} in \\boxed{}"}}, "prompts.math: braces other than {question} must be"),
+    ],
+)
+def test_curate_difficulty_settings_read_wrong_without_a_word_are_refused(tmp_path, curate_recipe, settings,
+                                                                          message):  # fmt: skip
+    curate_recipe["stages"][0]["difficulty"].update(settings)
+    assert f"stages[0] (difficulty): {message}" in curate_error(tmp_path, curate_recipe)
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"), [(-1, "limit expects an integer >= 1 or null, got -1"), ("x", "limit expects an integer")]
+)
+def test_curate_source_limit_must_be_a_positive_integer(tmp_path, curate_recipe, limit, message):
+    curate_recipe["sources"][0]["limit"] = limit
+    assert message in curate_error(tmp_path, curate_recipe)
+
+
+def test_curate_recipe_and_source_that_are_not_utf8_name_file_and_line(tmp_path, curate_recipe):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_bytes(b"output_dir: o\n" + NOT_UTF8 + b": 1\n")
+    with pytest.raises(CurateError, match=f"{recipe}: line 2: not UTF-8"):
+        load_curate_recipe(recipe)
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b'{"question": "a"}\n{"question": "' + NOT_UTF8 + b'"}\n{"question": "c"}\n')
+    with pytest.raises(CurateError, match=f"{pool}: line 2: not UTF-8"):
+        ingest([SourceSpec("pool", path=str(pool))])
+    data, info = ingest([SourceSpec("pool", path=str(pool), on_error="skip")])  # skipped and counted
+    assert len(data) == 2 and info["sources"]["pool"]["skipped"] == 1
+    assert "line 2: not UTF-8" in info["sources"]["pool"]["errors"][0]
+
+
+def test_curate_empty_source_file_is_refused(tmp_path):
+    full = write_jsonl(tmp_path / "full.jsonl", [{"question": "a"}])
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(CurateError, match=f"source 'empty': {tmp_path}/empty.jsonl has no rows"):
+        ingest([SourceSpec("full", path=str(full)), SourceSpec("empty", path=str(tmp_path / "empty.jsonl"))])
+
+
+def test_curate_command_line_refuses_a_missing_model_before_any_stage(tmp_path, curate_recipe, capsys):
+    curate_recipe["stages"][0]["difficulty"]["models"][0]["model"] = str(tmp_path / "no" / "such" / "model")
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: stage 'difficulty': model 'ref': model path '{tmp_path}/no/such/model' does not exist" in err
+    assert not (tmp_path / "cache").exists()  # ingest did not run
+
+
+def test_curate_command_line_refuses_missing_tokenizers_and_embedding_models(tmp_path, curate_recipe, capsys):
+    curate_recipe["stages"] = [
+        {"domains": {"model": str(tmp_path / "no" / "embedder")}},
+        {"traces": {"from_metadata": {"trace": "t", "attempt": "a"}, "target_tokenizer": str(tmp_path / "no/tok")}},
+    ]
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    assert f"stage 'domains': embedding model path '{tmp_path}/no/embedder' does not exist" in capsys.readouterr().err
+    curate_recipe["stages"].pop(0)
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    assert f"stage 'traces': target_tokenizer path '{tmp_path}/no/tok' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+# --- sft -------------------------------------------------------------------------------------------
+
+
+def sft_minimal(tmp_path, **changes):
+    data = {"model": "m", "output_dir": str(tmp_path / "out"), "data": {"source": "rows.jsonl"}, **changes}
+    return sft_recipe(data, "s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"data": {"source": "x.jsonl", "format": "nosuch"}}, "s.yaml: data.format: unknown thinking format 'nosuch'"),
+        ({"training": {"learning_rate": -1}}, "s.yaml: training.learning_rate expects a number > 0"),
+        ({"training": {"learning_rate": "1e-5"}}, "training.learning_rate expects a number > 0"),
+        ({"training": {"per_device_train_batch_size": 0}}, "training.per_device_train_batch_size expects an integer"),
+        ({"training": {"num_train_epochs": 0}}, "training.num_train_epochs expects a number of epochs > 0"),
+        ({"packing": "no"}, "s.yaml: packing expects true or false, got 'no'"),
+        ({"seed": "42"}, "s.yaml: seed expects an integer, got '42'"),
+        ({"data": {"source": "x.jsonl", "block_size": "4k"}}, "s.yaml: data.block_size expects an integer, got '4k'"),
+        ({"dtype": "float7"}, "s.yaml: dtype expects 'auto' or a torch dtype name"),
+    ],
+)
+def test_sft_settings_are_refused_by_name(tmp_path, changes, message):
+    with pytest.raises(SFTRecipeError) as caught:
+        sft_minimal(tmp_path, **changes)
+    assert message in str(caught.value)
+
+
+def test_sft_command_line_refuses_a_missing_model_path(tmp_path, capsys):
+    recipe = write_yaml(tmp_path / "s.yaml", {"model": "runs/sft/nothing/model", "output_dir": str(tmp_path / "o"),
+                                              "data": {"source": str(tmp_path / "rows.jsonl")}})  # fmt: skip
+    assert sft_main([str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "model path 'runs/sft/nothing/model' does not exist" in err and "Repo id" not in err
+
+
+def test_sft_recipe_that_is_not_utf8_is_named(tmp_path):
+    from sft import load_recipe as load_sft_recipe
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"model: m\n" + NOT_UTF8 + b"\n")
+    with pytest.raises(SFTRecipeError, match=f"{path}: line 2: not UTF-8"):
+        load_sft_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"q": "a", "t": "b", "ans": "c"}\n{"q": "a", "t": \n', r"rows.jsonl: line 2: not valid JSON"),
+        (b'{"q": "a", "t": "b", "ans": "c"}\n\n{"q": "' + NOT_UTF8 + b'"}\n', r"rows.jsonl: line 3: not UTF-8"),
+        (b'{"q": "a", "t": "b", "ans": "c"}\n[1, 2]\n', r"rows.jsonl: line 2, row 1: expected a JSON object"),
+        (b'{"q": "a", "t": "b", "ans": "c"}\n{"q": "a", "t": "b"}\n', r"rows.jsonl: line 2, row 1: no field for "
+         r"data.answer='ans' \(fields: q, t\)"),
+        (b'{"q": "a", "t": "b", "ans": "c"}\n\n{"q": "a", "t": 5, "ans": "c"}\n',
+         r"rows.jsonl: line 3, row 1: field 't' must be text, got int"),
+        (b"", r"data.source .*rows.jsonl: no rows"),
+    ],
+)  # fmt: skip
+def test_sft_jsonl_errors_name_the_line(tmp_path, content, message):
+    (tmp_path / "rows.jsonl").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_rows(DataConfig(source=str(tmp_path / "rows.jsonl"), question="q", trace="t", answer="ans"))
+
+
+def test_sft_json_file_of_lines_or_of_a_list_still_loads(tmp_path):
+    rows = [{"q": "a", "t": ["b", "c"], "ans": "d"}, {"q": "e", "t": "f", "ans": "g"}]
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    (tmp_path / "lines.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("list.json", "lines.json"):
+        loaded = load_rows(DataConfig(source=str(tmp_path / name), question="q", trace="t", answer="ans"))
+        assert loaded["q"] == ["a", "e"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([rows[0], {"q": "e", "t": "", "ans": "g"}]))
+    with pytest.raises(DataError, match=r"bad.json: item 2, row 1: field 't' is empty"):
+        load_rows(DataConfig(source=str(bad), question="q", trace="t", answer="ans"))
+
+
+# --- rl --------------------------------------------------------------------------------------------
+
+
+def rl_minimal(tmp_path, **changes):
+    data = {"model": "m", "output_dir": str(tmp_path / "out"), "data": [{"name": "d", "path": "d.jsonl"}], **changes}
+    return rl_recipe(data, "r.yaml")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"grading": {"workers": 0}}, "r.yaml: grading.workers expects an integer >= 1 (worker processes), got 0"),
+        ({"grading": {"timeout_s": 0}}, "r.yaml: grading.timeout_s expects a number of seconds > 0"),
+        ({"reward": {"alpha": "3e-4"}}, "r.yaml: reward.alpha expects a number, got '3e-4' (YAML reads a number"),
+        ({"reward": {"length_penalty": "off"}}, "r.yaml: reward.length_penalty expects true or false, got 'off'"),
+        ({"prompts": {"min_budget": "100"}}, "r.yaml: prompts.min_budget expects an integer, got '100'"),
+        ({"data": [{"name": "d", "path": "d.jsonl", "limit": -1}]}, "r.yaml: data[0]: benchmark 'd': limit expects"),
+        ({"data": [{"name": "d", "path": "d.jsonl", "limit": "x"}]}, "r.yaml: data[0].limit expects an integer"),
+        ({"trainer": {"learning_rate": -1}}, "r.yaml: trainer.learning_rate expects a number > 0"),
+        ({"dtype": "float7"}, "r.yaml: dtype expects 'auto' or a torch dtype name"),
+        ({"resume": "no"}, "r.yaml: resume expects true or false, got 'no'"),
+    ],
+)
+def test_rl_settings_are_refused_by_name(tmp_path, changes, message):
+    with pytest.raises(RLRecipeError) as caught:
+        rl_minimal(tmp_path, **changes)
+    assert message in str(caught.value)
+
+
+def test_rl_data_file_that_is_not_utf8_or_empty_is_named(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b'{"problem": "a", "answer": "1"}\n{"problem": "' + NOT_UTF8 + b'", "answer": "1"}\n')
+    with pytest.raises(BenchmarkError, match=f"{data}: line 2: not UTF-8"):
+        load_questions([BenchmarkSpec("d", path=str(data), id=None)])
+    data.write_text("")
+    with pytest.raises(BenchmarkError, match=f"benchmark 'd': {data} has no rows"):
+        load_questions([BenchmarkSpec("d", path=str(data), id=None)])
+
+
+def test_rl_command_line_refuses_a_missing_model_when_a_tokenizer_is_given(tmp_path, capsys):
+    from rl.__main__ import main as rl_main
+
+    (tmp_path / "tok").mkdir()
+    recipe = write_yaml(tmp_path / "r.yaml", {
+        "model": str(tmp_path / "no" / "model"), "tokenizer": str(tmp_path / "tok"), "output_dir": str(tmp_path / "o"),
+        "data": [{"name": "d", "path": str(tmp_path / "d.jsonl")}], "trainer": {"use_cpu": True, "bf16": False},
+    })  # fmt: skip
+    assert rl_main([str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {recipe}: model path '{tmp_path}/no/model' does not exist" in err
