@@ -198,6 +198,14 @@ class Grader:
             verdicts[i] = Verdict(correct, candidate, reason)
         return [v for v in verdicts if v is not None]
 
+    def equivalent(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each (earlier, later) pair of extracted math answers is the same answer: the verifier
+        with the first as gold, in the workers under the same deadlines as grading (for majority vote).
+        A pair that does not parse, fails or times out counts as two different answers."""
+        todo = sorted({pair for pair in pairs if pair not in self._cache})
+        self._cache.update(self._verify_all(todo))
+        return [self._cache[pair][0] for pair in pairs]
+
     def _verify_all(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, str]]:
         results: dict[tuple[str, str], tuple[bool, str]] = {}
         if not tasks:
