@@ -30,8 +30,8 @@ from typing import Any
 
 SCALING_UNIT = "accuracy points (%) per doubling of mean thinking tokens"
 CONTROL = (
-    "s1's Control: the share of a method's points that ask a budget whose mean thinking tokens a lie "
-    "within a_min <= a <= a_max"
+    "s1's Control (§3.2), the share of a method's points that ask a budget whose thinking a lies within "
+    "a_min <= a <= a_max"
 )
 WITHIN_BUDGET = "share of runs whose thinking stayed within the budget asked (per method: mean over points)"
 LENGTH_DEVIATION = (

@@ -173,7 +173,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"Recipe: `{summary['recipe']}`, format `{summary['format']}`.",
         "",
-        f"- Control: {summary['control']} ({summary['point_thinking']}); points without a budget are not counted.",
+        f"- Control: {summary['control']} ({summary['point_thinking']}); points without a budget are not in it.",
         f"- within budget: {summary['within_budget']}.",
         f"- Scaling: in {summary['scaling_unit']}.",
         f"- Length deviation: {summary['length_deviation']}.",
