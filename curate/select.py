@@ -5,8 +5,10 @@ target size is reached, pick a domain uniformly at random, rank its remaining qu
 length (longest first, rank 0, 1, 2, ...) and draw one with probability proportional to 2^-rank.
 Methods:
 - "s1": the above.
-- "s1_notebook": as s1's notebook did it: the first `uniform_first` picks pick domains uniformly, the
-  rest pick domains in proportion to `domain_weights` (the benchmarks' domain mix).
+- "s1_notebook": as s1's notebook did it: domains are picked uniformly while fewer than
+  `uniform_first` rows are selected, preselected rows included (the notebook's
+  `len(selected_qhashes) < 700` counts its 384 preselected rows: 316 uniform picks), then in
+  proportion to `domain_weights` (the benchmarks' domain mix: 300 picks to reach 1,000).
 - "random": uniform over all questions (Table 2, "Only Quality").
 - "diverse": a uniform domain, then a uniform question in it (Table 2, "Only Diversity").
 - "longest": the longest traces (Table 2, "Only Difficulty").
@@ -46,7 +48,8 @@ class SelectSettings:
         method: one of "s1", "s1_notebook", "random", "diverse", "longest".
         seed: the sampling seed.
         preselect: rules whose matches are kept outright (they count toward `size`).
-        uniform_first: for "s1_notebook": picks made with uniform domains before `domain_weights` apply.
+        uniform_first: for "s1_notebook": selected rows, preselected ones included, below which domains
+            are picked uniformly; from there `domain_weights` apply (s1's notebook: 700).
         domain_weights: for "s1_notebook": weight per MSC code (codes not listed get 0 after the
             uniform picks; if no listed domain has rows left, domains are picked uniformly again).
         benchmark_mix: for "s1_notebook", instead of `domain_weights`: evaluation sets (entries as in
@@ -72,8 +75,9 @@ class SelectSettings:
 
 
 def sample_indices(domains: list[str], lengths: list[int], candidates: list[int], count: int,
-                   settings: SelectSettings, rng: np.random.Generator) -> list[int]:  # fmt: skip
-    """`count` indices drawn from `candidates` by the settings' method."""
+                   settings: SelectSettings, rng: np.random.Generator, already: int = 0) -> list[int]:  # fmt: skip
+    """`count` indices drawn from `candidates` by the settings' method; `already` rows are selected
+    before them (preselected), which the notebook variant's `uniform_first` counts."""
     count = min(count, len(candidates))
     if settings.method == "random":
         return sorted(rng.choice(candidates, size=count, replace=False).tolist()) if count else []
@@ -89,7 +93,7 @@ def sample_indices(domains: list[str], lengths: list[int], candidates: list[int]
     while len(chosen) < count:
         names = sorted(d for d, members in pools.items() if members)
         weights = np.ones(len(names))
-        if settings.method == "s1_notebook" and len(chosen) >= settings.uniform_first:
+        if settings.method == "s1_notebook" and already + len(chosen) >= settings.uniform_first:
             weights = np.array([settings.domain_weights.get(d, 0.0) for d in names], dtype=float)
             if weights.sum() <= 0:
                 weights = np.ones(len(names))
@@ -148,11 +152,13 @@ def select(
     if kept > settings.size:
         raise CurateError(f"select: preselect rules keep {kept} rows, more than size {settings.size}")
     candidates = [i for i in range(n) if not how[i]]
-    for i in sample_indices(domains, lengths, candidates, settings.size - kept, settings, rng):
+    picks = sample_indices(domains, lengths, candidates, settings.size - kept, settings, rng, already=kept)
+    for i in picks:
         how[i] = f"sampled: {settings.method}"
     reasons = ["" if h else f"not selected: {settings.method} sampling to {settings.size}" for h in how]
     out = data.add_column("selected_by", how).add_column("drop_reason", reasons)
     info = {"method": settings.method, "preselected": kept, "selected": sum(1 for h in how if h)}
     if settings.method == "s1_notebook":
-        info["domain_weights"] = settings.domain_weights
+        uniform = min(len(picks), max(0, settings.uniform_first - kept))
+        info.update(uniform_picks=uniform, weighted_picks=len(picks) - uniform, domain_weights=settings.domain_weights)
     return out, info

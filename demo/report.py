@@ -55,7 +55,10 @@ def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
         + ", ".join(f"{p['budget']}: {pct(p['accuracy'])}%" for p in sweep)
         + (" (it rises with the budget)." if rises else " (it does not rise with the budget).")
     )
-    out.append(f"Control of budget forcing: {pct(tuned[MAX_METHOD]['control'])}% of runs stayed within the budget.")
+    out.append(
+        f"Control of budget forcing: {pct(tuned[MAX_METHOD]['control'])}% (s1's Control: the share of its budgets "
+        "whose mean thinking stayed within them)."
+    )
     if WAIT_METHOD in tuned:
         waits = tuned[WAIT_METHOD]["points"]
         first, best = waits[0], max(waits[1:] or waits, key=lambda p: p["accuracy"])
@@ -69,13 +72,14 @@ def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
 
 
 def table(models: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| model | method | point | accuracy % | mean thinking tokens | Control % |", "|---|---|---|---|---|---|"]
+    lines = ["| model | method | point | accuracy % | mean thinking tokens | runs within budget % |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for name, methods in models.items():
         for label, method in methods.items():
             for p in method["points"]:
                 lines.append(
                     f"| {name} | {label} | {p['point']} | {pct(p['accuracy'])} | "
-                    f"{p['thinking_tokens']['mean']:.0f} | {pct(p['control'])} |"
+                    f"{p['thinking_tokens']['mean']:.0f} | {pct(p['within_budget'])} |"
                 )
     return lines
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from .inputs import decode_line, prepare_hub_datasets, read_utf8, type_problem
 
 LETTERS = "ABCDEFGHIJ"
+# An option's letter in a question: "(C)" anywhere, or "C)" / "C." / "C:" at the start of a line.
+OPTION_MARK = re.compile(r"\(([A-J])\)|^[ \t]*([A-J])[).:]", re.MULTILINE)
 
 
 class BenchmarkError(ValueError):
@@ -33,9 +36,14 @@ class BenchmarkSpec:
         hub: a `datasets` hub id, with `config` and `split`.
         question, answer, id: field names. For `kind: gpqa`, `answer` is the correct option and
             `options` the incorrect ones.
-        kind: "math" (graded with math-verify), "choice" (`answer` holds the letter, options are
-            already in the question) or "gpqa" (options shuffled into the question, seeded).
-        options: the incorrect-option fields of a `gpqa` benchmark.
+        kind: "math" (graded with math-verify), "choice" (`answer` holds the letter) or "gpqa"
+            (options shuffled into the question, seeded).
+        options: for `gpqa`, the incorrect-option fields. For `choice`, optionally one field holding
+            the item's list of options (AGIEval's `options`): they are written below the question, one
+            a line, and the letters are as many as the options (A-E for LSAT). Without it the options
+            are already in the question, and the letters are those it marks ("(E)", or "E)" / "E."
+            at a line start), from A on; ABCD when it marks fewer than two.
+        passage: a field whose text goes before the question (AGIEval's `passage`; may be empty).
         limit: use only the first `limit` rows.
         seed: the seed of the option shuffle.
     """
@@ -52,6 +60,7 @@ class BenchmarkSpec:
     options: tuple[str, ...] = ()
     limit: int | None = None
     seed: int = 0
+    passage: str | None = None
 
 
 PRESETS: dict[str, BenchmarkSpec] = {
@@ -236,7 +245,7 @@ def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem
     for index, (where, row) in enumerate(rows):
         if not isinstance(row, dict):
             raise BenchmarkError(f"{where}: expected an object, got {type(row).__name__}")
-        needed = [spec.question, spec.answer, *spec.options]
+        needed = [spec.question, spec.answer, *(spec.options if spec.kind == "gpqa" else spec.options[:1])]
         missing = [name for name in needed if row.get(name) in (None, "")]
         if missing:
             raise BenchmarkError(
@@ -252,13 +261,48 @@ def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem
                 what = "text, a number or a list of them" if name == spec.answer else "text or a number"
                 raise BenchmarkError(f"{where}: field {name!r} expects {what}, got {_short(row[name])}")
         question, gold = str(row[spec.question]).strip(), _text(row[spec.answer])
+        if spec.passage and str(row.get(spec.passage) or "").strip():
+            question = str(row[spec.passage]).strip() + "\n\n" + question
         if spec.kind == "math":
             problems.append(Problem(spec.name, pid, question, gold, "math"))
         elif spec.kind == "choice":
-            problems.append(Problem(spec.name, pid, question, gold.upper(), "choice", LETTERS[:4]))
+            problems.append(_lettered_choice(spec, where, row, pid, question, gold.upper()))
         else:
             problems.append(_shuffled_choice(spec, pid, question, gold, [_text(row[o]) for o in spec.options]))
     return problems
+
+
+def _lettered_choice(spec: BenchmarkSpec, where: str, row: dict[str, Any], pid: str, question: str,
+                     gold: str) -> Problem:  # fmt: skip
+    """A multiple-choice problem whose letters are the item's own: one per listed option, or those
+    the question marks."""
+    if spec.options:
+        options = row[spec.options[0]]
+        if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
+            raise BenchmarkError(
+                f"{where}: field {spec.options[0]!r} must hold a list of 2 to {len(LETTERS)} options, got {options!r}"
+            )
+        letters = LETTERS[: len(options)]
+        lines = [_option_line(letter, str(text)) for letter, text in zip(letters, options, strict=True)]
+        question += "\n\n" + "\n".join(lines)
+    else:
+        marked = {a or b for a, b in OPTION_MARK.findall(question)}
+        count = next((k for k, letter in enumerate(LETTERS) if letter not in marked), len(LETTERS))
+        letters = LETTERS[:count] if count >= 2 else LETTERS[:4]
+    if gold not in letters:
+        raise BenchmarkError(
+            f"{where}: answer {gold!r} is not one of the options' letters {', '.join(letters)} (benchmark "
+            f"{spec.name!r}, answer={spec.answer!r})"
+        )
+    return Problem(spec.name, pid, question, gold, "choice", letters)
+
+
+def _option_line(letter: str, text: str) -> str:
+    """An option as "(A) text"; an option that already starts with its letter ("(A)...", "A)") is kept."""
+    text = text.strip()
+    if re.match(rf"\(?{letter}[).:]", text):
+        return text
+    return f"({letter}) {text}"
 
 
 def _shuffled_choice(spec: BenchmarkSpec, pid: str, question: str, correct: str, wrong: list[str]) -> Problem:

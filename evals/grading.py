@@ -243,6 +243,14 @@ class Grader:
         self._cache.update({key: verdicts[answer] for key, answer in todo.items()})
         return [self._cache[key] for key in keys]
 
+    def equivalent(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each (earlier, later) pair of extracted math answers is the same answer: the verifier
+        with the first as gold, in the workers under the same deadlines as grading (for majority vote).
+        A pair that does not parse, fails or times out counts as two different answers."""
+        todo = sorted({pair for pair in pairs if pair not in self._cache})
+        self._cache.update(self._verify_all(todo))
+        return [self._cache[pair][0] for pair in pairs]
+
     def _verify_all(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, str]]:
         """(correct, reason) for (gold, candidate) pairs already extracted, each verified in a worker."""
         todo = [task for task in dict.fromkeys(tasks) if task not in self._cache]

@@ -12,6 +12,11 @@ sampling settings. All methods of a recipe run at the same budgets, so they can 
 - class_conditional (s1): an instruction to think briefly, or thoroughly.
 - rejection_sampling (s1): sample until the thinking fits in N tokens, at most `max_attempts` times.
 - majority_vote (parallel scaling): k samples, the most common answer.
+
+A method that sets no maximum (the "Wait" x k sweep, token- and class-conditional control and length
+prompts without forcing, majority vote without budgets) could think until the generation window is
+spent and leave no answer. `with_answer_room` gives such a budget the recipe's thinking cap, which
+keeps room for the answer, as s1's harness does with `max_tokens_thinking=auto`.
 """
 
 from __future__ import annotations
@@ -174,6 +179,23 @@ class MethodSpec:
         if m == "majority_vote" and n is not None:
             return Budget(max_thinking_tokens=n, max_answer_tokens=max_answer_tokens)
         return Budget(max_answer_tokens=max_answer_tokens)
+
+
+def with_answer_room(budget: Budget, thinking_cap: int | None) -> tuple[Budget, bool]:
+    """The budget with `thinking_cap` as its maximum when it sets none, and whether the cap was applied."""
+    if thinking_cap is None or budget.max_thinking_tokens is not None:
+        return budget, False
+    minimum = min(budget.min_thinking_tokens, thinking_cap)
+    return replace(budget, max_thinking_tokens=thinking_cap, min_thinking_tokens=minimum), True
+
+
+def record_settings(method: MethodSpec, point: Point) -> dict[str, Any]:
+    """What of the method and the point decides a record beyond its prompt, budget and sampling."""
+    settings: dict[str, Any] = {"method": method.method, "wait": method.wait, "min_thinking": point.min_thinking,
+                                "num_ignore": point.num_ignore, "instruction": point.instruction}  # fmt: skip
+    if method.method == "rejection_sampling":
+        settings["max_attempts"] = method.max_attempts
+    return settings
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,16 @@ class EvalRecipe:
         samples: runs per problem and point (pass@1 is their mean).
         sampling: temperature, top_p, top_k, min_p for the methods that do not set their own.
         max_tokens: hard cap on each completion (thinking and answer).
-        max_answer_tokens: tokens allowed after the end of thinking.
+        max_answer_tokens: tokens allowed after the end of thinking. Default none: the answer runs to
+            end-of-sequence or the end of the generation window (`max_tokens`), as in s1's harness.
+            An answer cut short is reported as truncated.
+        answer_reserve: room kept for the answer when a method sets no thinking maximum ("Wait" x k,
+            prompts without forcing, class-conditional): thinking is forced to end, with the format's
+            force string ("Final Answer:"), at `max_tokens` minus this many tokens minus that string,
+            as s1's harness does with `max_tokens_thinking=auto`; such runs count as forced. "auto":
+            `max_answer_tokens` if set, else an eighth of `max_tokens` (at least 100, at most half).
+            null: no cap; thinking may then spend the window, and the report counts the empty
+            answers left at it (`unanswered`).
         batch_size: prompts per decoder call.
         seed: seeds sampling.
         instruction: text appended to the question, per problem kind ("math", "choice").
@@ -68,7 +77,8 @@ class EvalRecipe:
     samples: int = 1
     sampling: Sampling = field(default_factory=Sampling)
     max_tokens: int = 32768
-    max_answer_tokens: int | None = 1024
+    max_answer_tokens: int | None = None
+    answer_reserve: int | str | None = "auto"
     batch_size: int = 8
     seed: int = 0
     instruction: dict[str, str] = field(default_factory=lambda: dict(INSTRUCTIONS))
@@ -78,9 +88,34 @@ class EvalRecipe:
     def fingerprint(self) -> str:
         """What decides a completion: a resumed run must match it (benchmarks and methods may grow)."""
         keys = ("model", "tokenizer", "backend", "forcing", "dtype", "format", "sampling", "max_tokens",
-                "max_answer_tokens", "seed", "instruction")  # fmt: skip
+                "max_answer_tokens", "answer_reserve", "seed", "instruction")  # fmt: skip
         settings = {k: v for k, v in asdict(self).items() if k in keys}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def answer_room(self) -> int | None:
+        """Tokens kept for the answer when a method sets no thinking maximum (None: no cap)."""
+        if self.answer_reserve is None:
+            return None
+        if self.answer_reserve != "auto":
+            return int(self.answer_reserve)
+        if self.max_answer_tokens is not None:
+            return self.max_answer_tokens
+        return min(self.max_tokens // 2, max(100, self.max_tokens // 8))
+
+    def thinking_cap(self, force_tokens: int) -> int | None:
+        """The thinking maximum for methods that set none: the window less the answer room and the
+        `force_tokens` of the format's force string (None when `answer_reserve` is null)."""
+        room = self.answer_room()
+        if room is None:
+            return None
+        cap = self.max_tokens - room - force_tokens
+        if cap < 1:
+            raise RecipeError(
+                f"{self.source}: answer_reserve: keeping {room} tokens for the answer and {force_tokens} for the "
+                f"force string leaves no thinking within max_tokens {self.max_tokens}; lower answer_reserve or "
+                "raise max_tokens"
+            )
+        return cap
 
 
 def read_settings(path: str | Path, error: type[Exception] = RecipeError) -> dict[str, Any]:
@@ -173,6 +208,9 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     problem = problem or output_dir_problem(str(data["output_dir"]))
     if problem:
         raise RecipeError(f"{source}: {problem}")
+    reserve = data.get("answer_reserve", "auto")
+    if reserve not in ("auto", None) and (isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 1):
+        raise RecipeError(f"{source}: answer_reserve must be 'auto', a positive integer or null, got {reserve!r}")
     backend = values.get("backend", "hf")
     if backend not in BACKENDS:
         raise RecipeError(f"{source}: backend must be one of {list(BACKENDS)}, got {backend!r}")

@@ -1,5 +1,9 @@
 """The report of a run: summary.json, results.md, and plots in the run folder.
 
+A point's thinking a, for s1's Control and the plots, is the mean thinking tokens over its runs (the
+total over the k samples of a majority vote). Majority vote groups answers by math-verify
+equivalence, checked in the grader's worker processes, so each check is bounded in time.
+
 Plots follow the papers: accuracy against mean thinking tokens on a log axis, one line per method
 (s1 Figure 1, L1 Figure 2), and thinking tokens used against the budget asked, with the diagonal.
 """
@@ -12,14 +16,28 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .metrics import SCALING_UNIT, majority, performance, point_metrics, scaling
+from .metrics import (
+    CONTROL,
+    LENGTH_DEVIATION,
+    SCALING_UNIT,
+    WITHIN_BUDGET,
+    Equivalent,
+    control,
+    majority,
+    performance,
+    point_metrics,
+    scaling,
+)
 
 SUMMARY = "summary.json"
 TABLE = "results.md"
 
 
-def summarize(recipe: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Metrics per benchmark, method and point, in the recipe's order."""
+def summarize(recipe: Any, records: list[dict[str, Any]], equivalent: Equivalent | None = None) -> dict[str, Any]:
+    """Metrics per benchmark, method and point, in the recipe's order.
+
+    `equivalent(earlier, later)` says whether two math answers are the same for majority vote
+    (default: the same text once spaces are removed)."""
     by_key: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_key[(record["benchmark"], record["method"], record["point"])].append(record)
@@ -30,7 +48,8 @@ def summarize(recipe: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
             points = []
             for point in method.points():
                 if method.method == "majority_vote":
-                    runs = _votes(by_key[(spec.name, method.label, method.draw_label(point))], point.votes)
+                    draws = by_key[(spec.name, method.label, method.draw_label(point))]
+                    runs = _votes(draws, point.votes, equivalent)
                 else:
                     runs = by_key[(spec.name, method.label, point.label)]
                 if not runs:
@@ -39,15 +58,20 @@ def summarize(recipe: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
                 budget = point.budget
                 if method.method == "majority_vote" and budget is not None:
                     budget *= point.votes  # a vote's thinking is the total of its k samples
-                points.append({"point": point.label, "budget": budget, **point_metrics(runs, budget, minimum)})
+                points.append(
+                    {"point": point.label, "budget": budget, "min_thinking": minimum,
+                     **point_metrics(runs, budget, minimum)}
+                )  # fmt: skip
             curve = [(p["thinking_tokens"]["mean"], p["accuracy"]) for p in points]
-            controls = [p["control"] for p in points if p["control"] is not None]
+            shares = [p["within_budget"] for p in points if p["within_budget"] is not None]
             methods[method.label] = {
                 "method": method.method,
                 "points": points,
                 "scaling": scaling(curve),
                 "performance": performance([p["accuracy"] for p in points]),
-                "control": sum(controls) / len(controls) if controls else None,
+                "control": control([(p["thinking_tokens"]["mean"], p["budget"], p["min_thinking"]) for p in points]),
+                "control_points": sum(p["budget"] is not None for p in points),
+                "within_budget": sum(shares) / len(shares) if shares else None,
             }
         benchmarks[spec.name] = methods
     return {
@@ -56,13 +80,15 @@ def summarize(recipe: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
         "format": recipe.format,
         "samples": recipe.samples,
         "scaling_unit": SCALING_UNIT,
-        "control": "share of runs whose thinking stayed within the budget asked (mean over points)",
-        "length_deviation": "signed (mean thinking tokens - N) / N; length_abs_error: mean |n - N| / N",
+        "control": CONTROL,
+        "within_budget": WITHIN_BUDGET,
+        "length_deviation": LENGTH_DEVIATION,
+        "point_thinking": "a point's thinking a is the mean thinking tokens over its runs",
         "benchmarks": benchmarks,
     }
 
 
-def _votes(runs: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+def _votes(runs: list[dict[str, Any]], k: int, equivalent: Equivalent | None) -> list[dict[str, Any]]:
     """One run per problem: the majority answer of its first k samples; tokens are their total."""
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
@@ -71,18 +97,50 @@ def _votes(runs: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     voted = []
     for samples in by_problem.values():
         samples.sort(key=lambda r: r["sample"])
-        answer, correct = majority([(r["extracted"], r["correct"]) for r in samples])
+        answers = [(r["extracted"], r["correct"]) for r in samples]
+        if equivalent is not None and samples[0].get("kind") == "math":
+            answer, correct = majority(answers, equivalent)
+        else:
+            answer, correct = majority(answers)
         voted.append(
             {
                 "extracted": answer,
                 "correct": correct,
-                "thinking_tokens": sum(r["thinking_tokens"] for r in samples),
-                "answer_tokens": sum(r["answer_tokens"] for r in samples),
-                "waits": sum(r["waits"] for r in samples),
-                "forced_end": any(r["forced_end"] for r in samples),
+                **{name: sum(r[name] for r in samples) for name in ("thinking_tokens", "answer_tokens",
+                                                                    "completion_tokens", "waits")},
+                **{flag: any(r.get(flag) for r in samples) for flag in ("forced_end", "forced_for_answer",
+                                                                        "truncated", "unanswered")},
             }
-        )
+        )  # fmt: skip
     return voted
+
+
+def vote_pairs(recipe: Any, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (earlier, later) pairs of distinct math answers that majority vote may compare, per problem."""
+    voting = {m.label for m in recipe.methods if m.method == "majority_vote"}
+    by_draws: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["method"] in voting and record.get("kind") == "math" and record.get("extracted"):
+            by_draws[(record["benchmark"], record["problem_id"], record["method"], record["point"])].append(record)
+    pairs: set[tuple[str, str]] = set()
+    for samples in by_draws.values():
+        samples.sort(key=lambda r: r["sample"])
+        distinct: list[str] = []
+        for r in samples:
+            if all(r["extracted"].replace(" ", "") != d.replace(" ", "") for d in distinct):
+                distinct.append(r["extracted"])
+        pairs.update((a, b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
+    return sorted(pairs)
+
+
+def vote_equivalence(pairs: list[tuple[str, str]], same: list[bool]) -> Equivalent:
+    """`equivalent` for `summarize` from the verdicts on `vote_pairs` (looked up either way round)."""
+
+    def key(a: str, b: str) -> tuple[str, str]:
+        return a.replace(" ", ""), b.replace(" ", "")
+
+    table = {key(a, b): ok for (a, b), ok in zip(pairs, same, strict=True)}
+    return lambda a, b: table.get(key(a, b), table.get(key(b, a), False))
 
 
 def _fmt(value: float | None, percent: bool = False, digits: int = 1) -> str:
@@ -92,15 +150,21 @@ def _fmt(value: float | None, percent: bool = False, digits: int = 1) -> str:
 
 
 def headline(summary: dict[str, Any]) -> str:
-    """Control, Scaling and Performance per benchmark and method: the table printed after a run."""
-    lines = [f"{'benchmark':<14} {'method':<34} {'Control %':>9} {'Scaling':>8} {'Perf. %':>8}"]
+    """Control, within-budget share, Scaling and Performance per benchmark and method: the table printed after a run."""
+    lines = [f"{'benchmark':<14} {'method':<34} {'Control %':>9} {'within %':>8} {'Scaling':>8} {'Perf. %':>8}"]
     for bench, methods in summary["benchmarks"].items():
         for label, m in methods.items():
             lines.append(
-                f"{bench:<14} {label:<34} {_fmt(m['control'], True):>9} {_fmt(m['scaling']):>8} "
-                f"{_fmt(m['performance'], True):>8}"
+                f"{bench:<14} {label:<34} {_fmt(m['control'], True):>9} {_fmt(m['within_budget'], True):>8} "
+                f"{_fmt(m['scaling']):>8} {_fmt(m['performance'], True):>8}"
             )
-    return "\n".join(lines + [f"(Scaling: {summary['scaling_unit']})"])
+    return "\n".join(
+        lines + [f"(Control: s1's, over points; within: share of runs; Scaling: {summary['scaling_unit']})"]
+    )
+
+
+def _pair(signed: float | None, absolute: float | None) -> str:
+    return f"{_fmt(signed, True)} / {_fmt(absolute, True)}"
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -108,23 +172,40 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Evaluation of `{summary['model']}`",
         "",
         f"Recipe: `{summary['recipe']}`, format `{summary['format']}`.",
+        "",
+        f"- Control: {summary['control']} ({summary['point_thinking']}); points without a budget are not in it.",
+        f"- within budget: {summary['within_budget']}.",
+        f"- Scaling: in {summary['scaling_unit']}.",
+        f"- Length deviation: {summary['length_deviation']}.",
+        "- forced: runs whose thinking the decoder ended (at the budget, or at the room kept for the answer when a "
+        "method sets no maximum: 'for answer'); truncated: answers cut by max_answer_tokens or the generation "
+        "window; unanswered: runs that reached the window with no answer.",
+        "",
     ]
-    lines += ["", f"Scaling is in {summary['scaling_unit']}; Control is the {summary['control']}.", ""]
     for bench, methods in summary["benchmarks"].items():
-        lines += [f"## {bench}", "", "| method | Control % | Scaling | Performance % |", "|---|---|---|---|"]
+        lines += [f"## {bench}", "", "| method | Control % (points) | within budget % | Scaling | Performance % |",
+                  "|---|---|---|---|---|"]  # fmt: skip
         for label, m in methods.items():
             lines.append(
-                f"| {label} | {_fmt(m['control'], True)} | {_fmt(m['scaling'])} | {_fmt(m['performance'], True)} |"
+                f"| {label} | {_fmt(m['control'], True)} ({m['control_points']}) | {_fmt(m['within_budget'], True)} | "
+                f"{_fmt(m['scaling'])} | {_fmt(m['performance'], True)} |"
             )
         lines += ["", "| method | point | accuracy % | thinking tokens (mean / median / max) | answer tokens | "
-                  "Control % | length dev. % | waits |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "a within budget | within budget % | L1 length dev. %, completion (signed / abs) | "
+                  "thinking length dev. % (signed / abs) | forced % (for answer %) | truncated % | unanswered % | "
+                  "waits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for label, m in methods.items():
             for p in m["points"]:
                 t = p["thinking_tokens"]
+                inside = "–" if p["in_control"] is None else ("yes" if p["in_control"] else "no")
                 lines.append(
                     f"| {label} | {p['point']} | {_fmt(p['accuracy'], True)} | {t['mean']:.0f} / {t['median']:.0f} / "
-                    f"{t['max']:.0f} | {p['answer_tokens']['mean']:.0f} | {_fmt(p['control'], True)} | "
-                    f"{_fmt(p['length_deviation'], True)} | {_fmt(p['waits'], digits=2)} |"
+                    f"{t['max']:.0f} | {p['answer_tokens']['mean']:.0f} | {inside} | "
+                    f"{_fmt(p['within_budget'], True)} | "
+                    f"{_pair(p['length_deviation'], p['length_abs_error'])} | "
+                    f"{_pair(p['thinking_length_deviation'], p['thinking_length_abs_error'])} | "
+                    f"{_fmt(p['forced'], True)} ({_fmt(p['forced_for_answer'], True)}) | "
+                    f"{_fmt(p['truncated'], True)} | {_fmt(p['unanswered'], True)} | {_fmt(p['waits'], digits=2)} |"
                 )
         lines.append("")
     return "\n".join(lines)
@@ -181,8 +262,10 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(recipe: Any, folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-    summary = summarize(recipe, records)
+def write_report(
+    recipe: Any, folder: Path, records: list[dict[str, Any]], equivalent: Equivalent | None = None
+) -> dict[str, Any]:
+    summary = summarize(recipe, records, equivalent)
     _write(folder / SUMMARY, json.dumps(summary, indent=2))
     _write(folder / TABLE, markdown(summary))
     plot(summary, folder)

@@ -3,6 +3,13 @@
 Each finished generation is appended to `samples.jsonl` with its verdict, so an interrupted run
 started again with the same recipe skips what is done. A run folder belongs to one set of
 generation settings (model, format, sampling, ...): resuming with other settings is refused.
+
+Every record also keeps the settings that made it (`settings`): the benchmark's source and fields,
+the question, gold answer and prompt, the method's wait string, minimum, attempts and instruction,
+the budget, the sampling and the grading limits. A rerun whose job has the key of a saved record
+but other settings is refused, with the settings that differ named, so that records made with
+different settings are never mixed; benchmarks, methods, points, samples and questions (a larger
+`limit`) may be added, and run as new records.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +25,11 @@ from tqdm import tqdm
 
 from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
 
-from .benchmarks import Problem, load_problems
+from .benchmarks import BenchmarkSpec, Problem, load_problems
 from .grading import Answer, Grader
-from .methods import MethodSpec, Point
+from .methods import MethodSpec, Point, record_settings, with_answer_room
 from .recipe import EvalRecipe
-from .report import write_report
+from .report import vote_equivalence, vote_pairs, write_report
 
 SAMPLES = "samples.jsonl"
 RUN_INFO = "run.json"
@@ -44,6 +51,7 @@ class Job:
     text: str
     budget: Budget
     sampling: Sampling
+    settings: dict[str, Any]
 
 
 def user_message(recipe: EvalRecipe, problem: Problem, suffix: str) -> str:
@@ -57,9 +65,16 @@ def user_message(recipe: EvalRecipe, problem: Problem, suffix: str) -> str:
     return text
 
 
+def grading_settings(recipe: EvalRecipe) -> dict[str, Any]:
+    return {"workers": 2, "timeout_s": 5.0, "memory_mb": 4096, **recipe.grading}
+
+
 def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
     """Every generation the recipe asks for. Majority vote draws max(k) samples once per budget;
     its points vote over the first k of them."""
+    specs = {spec.name: spec for spec in recipe.benchmarks}
+    grading = grading_settings(recipe)
+    limits = {"timeout_s": grading["timeout_s"], "memory_mb": grading["memory_mb"]}
     jobs = []
     for problem in problems:
         for method in recipe.methods:
@@ -70,6 +85,21 @@ def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
             else:
                 draws = [(p, s) for p in points for s in range(recipe.samples)]
             for point, sample in draws:
+                text = user_message(recipe, problem, method.suffix(point))
+                budget = method.budget(point, recipe.max_answer_tokens)
+                sampling = method.sampling(recipe.sampling)
+                settings = {
+                    "benchmark": benchmark_settings(specs[problem.benchmark]),
+                    "question": problem.question,
+                    "gold": problem.gold,
+                    "kind": problem.kind,
+                    "letters": problem.letters,
+                    "prompt": text,
+                    **record_settings(method, point),
+                    "budget": asdict(budget),
+                    "sampling": asdict(sampling),
+                    "grading": limits,
+                }
                 jobs.append(
                     Job(
                         key=f"{problem.benchmark}/{problem.id}/{method.label}/{point.label}/{sample}",
@@ -77,12 +107,52 @@ def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
                         method=method,
                         point=point,
                         sample=sample,
-                        text=user_message(recipe, problem, method.suffix(point)),
-                        budget=method.budget(point, recipe.max_answer_tokens),
-                        sampling=method.sampling(recipe.sampling),
+                        text=text,
+                        budget=budget,
+                        sampling=sampling,
+                        settings=json.loads(json.dumps(settings)),  # as it reads back from samples.jsonl
                     )
                 )
     return jobs
+
+
+def benchmark_settings(spec: BenchmarkSpec) -> dict[str, Any]:
+    """The benchmark's source and fields; `limit` only chooses which questions, each checked by its text."""
+    return {k: v for k, v in asdict(spec).items() if k not in ("name", "limit")}
+
+
+def check_settings(jobs: list[Job], done: dict[str, dict[str, Any]], path: Path) -> None:
+    """Refuse to resume where a saved record was made with settings other than its job's, naming them."""
+    for job in jobs:
+        record = done.get(job.key)
+        if record is None or record.get("settings") == job.settings:
+            continue
+        old, new = _flatten(record.get("settings") or {}), _flatten(job.settings)
+        changed = [
+            f"{name}: {_short(old.get(name, '(not recorded)'))} -> {_short(new.get(name, '(absent)'))}"
+            for name in sorted(old.keys() | new.keys())
+            if old.get(name) != new.get(name)
+        ]
+        raise RunError(
+            f"{path} holds {job.key} made with other settings ({'; '.join(changed[:4])}"
+            f"{'; ...' if len(changed) > 4 else ''}); give the method or benchmark a new label or name, "
+            "or use another output_dir"
+        )
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_samples(path: Path) -> dict[str, dict[str, Any]]:
@@ -160,20 +230,23 @@ def run(recipe: EvalRecipe, *, progress: bool = True) -> Path:
     check_run_folder(recipe, folder)
     samples_path = folder / SAMPLES
     done = read_samples(samples_path)
+    check_settings(jobs, done, samples_path)
     drop_partial_line(samples_path)
     pending = [job for job in jobs if job.key not in done]
-    if pending:
-        grading = {"workers": 2, "timeout_s": 5.0, "memory_mb": 4096, **recipe.grading}
-        with Grader(**grading).start() as grader:  # workers start while the model loads and generates
+    with Grader(**grading_settings(recipe)) as grader:
+        if pending:
+            grader.start()  # workers start while the model loads and generates
             tokenizer = load_tokenizer(recipe.tokenizer or recipe.model)
             if recipe.backend == "hf":
                 model = load_model(recipe.model, dtype=recipe.dtype, device=recipe.device)
             else:  # a model path for vLLM (the engine is built once per process), a URL for a server
                 model = recipe.model
             _run_pending(recipe, model, tokenizer, grader, pending, samples_path, len(jobs), progress)
-        done = read_samples(samples_path)
-    records = [done[job.key] for job in jobs]
-    write_report(recipe, folder, records)
+            done = read_samples(samples_path)
+        records = [done[job.key] for job in jobs]
+        pairs = vote_pairs(recipe, records)  # majority vote's answers, compared by math-verify
+        equivalent = vote_equivalence(pairs, grader.equivalent(pairs)) if pairs else None
+    write_report(recipe, folder, records, equivalent)
     return folder
 
 
@@ -189,16 +262,22 @@ def _run_pending(
 ) -> None:
     """Generate, grade and append the jobs not done yet, a chunk at a time (each chunk saved whole)."""
     fmt = get_format(recipe.format)
+    cap = recipe.thinking_cap(len(tokenizer.encode(fmt.force, add_special_tokens=False)))
     bar = tqdm(total=total, initial=total - len(pending), desc="eval", unit="run", disable=not progress)
     with samples_path.open("a", encoding="utf-8") as out:
         for group in batches(pending, recipe.batch_size * 4):
-            records = _generate(recipe, model, tokenizer, fmt.with_wait(group[0].method.wait), group)
+            records = _generate(recipe, model, tokenizer, fmt.with_wait(group[0].method.wait), group, cap)
             answers = [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD")
                        for j, r in zip(group, records, strict=True)]  # fmt: skip
             for record, verdict in zip(records, grader.grade(answers), strict=True):
                 record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
                 if not record["fits"]:  # no draw fitted the budget: the question counts as failed
                     record.update(correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts")
+                elif record["unanswered"] and not record["correct"]:
+                    record["reason"] = f"no answer: thinking reached the generation window ({recipe.max_tokens} tokens)"
+                elif record["truncated"] and not record["correct"]:
+                    where = "max_answer_tokens" if record["finish_reason"] == "max_answer" else "the generation window"
+                    record["reason"] = f"answer truncated at {where}; {verdict.reason}"
                 out.write(json.dumps(record) + "\n")
             out.flush()
             os.fsync(out.fileno())
@@ -206,8 +285,13 @@ def _run_pending(
     bar.close()
 
 
-def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: list[Job]) -> list[dict[str, Any]]:
-    """Completions for a group of jobs; rejection sampling redraws until the thinking fits."""
+def _generate(
+    recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: list[Job], cap: int | None
+) -> list[dict[str, Any]]:
+    """Completions for a group of jobs; rejection sampling redraws until the thinking fits.
+
+    A budget without a maximum gets `cap`, which keeps room for the answer."""
+    budgets = [with_answer_room(job.budget, cap) for job in group]
     results: dict[int, Any] = {}
     attempts = dict.fromkeys(range(len(group)), 0)
     todo = list(range(len(group)))
@@ -221,7 +305,7 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
                 tokenizer,
                 [[{"role": "user", "content": group[i].text}] for i in todo],
                 format=fmt,
-                budget=[group[i].budget for i in todo],
+                budget=[budgets[i][0] for i in todo],
                 sampling=group[0].sampling,
                 batch_size=recipe.batch_size,
                 max_new_tokens=recipe.max_tokens,
@@ -241,6 +325,9 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
     for i, job in enumerate(group):
         result = results[i]
         fits = not (job.method.method == "rejection_sampling" and result.forced_end)
+        # The whole completion, as L1 counts n: every generated token but the final end-of-sequence.
+        completion_tokens = len(result.completion_ids) - (result.finish_reason == "eos")
+        unanswered = result.finish_reason == "length" and not result.answer.strip()
         records.append(
             {
                 "key": job.key,
@@ -252,9 +339,15 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
                 "sample": job.sample,
                 "prompt": job.text,
                 "gold": job.problem.gold,
+                "kind": job.problem.kind,
                 **result.to_dict(),
+                "completion_tokens": completion_tokens,
+                "forced_for_answer": budgets[i][1] and result.forced_end,
+                "truncated": result.finish_reason in ("max_answer", "length") and not unanswered,
+                "unanswered": unanswered,
                 "attempts": attempts[i],
                 "fits": fits,
+                "settings": job.settings,
             }
         )
     return records

@@ -89,3 +89,20 @@ def test_notebook_weights_can_come_from_the_benchmarks_domain_mix(tmp_path):
     assert info["domain_weights"] == {"51": 5.0}
     assert Counter(i.split(":")[0] for i in chosen(out))["51"] >= 90
     cache.close()
+
+
+def test_notebook_variant_counts_preselected_rows_in_its_uniform_threshold():
+    """s1's notebook: 384 preselected rows count toward `len(selected_qhashes) < 700`, so 316 picks use
+    uniform domains and the last 300 the benchmark weights."""
+    rows = [{"id": f"pre:{k}", "source": "pre", "domain": "P", "trace_tokens": 5} for k in range(384)]
+    rows += [{"id": f"{d}:{k}", "source": "pool", "domain": d, "trace_tokens": 100 + k} for d in ("X", "W")
+             for k in range(1000)]  # fmt: skip
+    settings = SelectSettings(size=1000, method="s1_notebook", uniform_first=700, domain_weights={"W": 1.0}, seed=0,
+                              preselect=[PreselectRule(field="source", pattern="^pre$")])  # fmt: skip
+    out, info = select(datasets.Dataset.from_list(rows), settings)
+    per_domain = Counter(i.split(":")[0] for i in chosen(out))
+    assert per_domain["pre"] == 384 and per_domain["X"] + per_domain["W"] == 616
+    # X is drawn only by the 316 uniform picks (half of them, give or take): counting only sampled
+    # picks against 700 would make all 616 uniform, and X would get about 308.
+    assert 120 <= per_domain["X"] <= 196
+    assert (info["preselected"], info["uniform_picks"], info["weighted_picks"]) == (384, 316, 300)

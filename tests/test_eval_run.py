@@ -61,21 +61,25 @@ def test_every_output_file_is_written(finished_run):
     needed = {"prompt", "completion_ids", "thinking", "answer", "extracted", "correct", "reason", "thinking_tokens",
               "answer_tokens"}  # fmt: skip
     assert all(needed <= row.keys() for row in rows)
-    assert "| budget_forcing | N=4 |" in (folder / "results.md").read_text()
+    table = (folder / "results.md").read_text()
+    assert "| budget_forcing | N=4 |" in table
+    assert "L1 length dev. %, completion (signed / abs)" in table and "thinking length dev. %" in table
 
 
 def test_summary_holds_the_metrics_and_budgets_hold(finished_run):
     _, summary = finished_run
     forced = summary["benchmarks"]["math500"]["budget_forcing"]
     assert [p["point"] for p in forced["points"]] == ["N=4", "N=12"]
-    assert forced["control"] == 1.0  # forcing keeps every run within its budget
+    assert forced["control"] == 1.0 and forced["within_budget"] == 1.0  # forcing keeps every run within its budget
+    assert forced["control_points"] == 2 and "s1's Control" in summary["control"]
     assert all(p["thinking_tokens"]["max"] <= p["budget"] for p in forced["points"])
     waits = summary["benchmarks"]["math500"]["wait"]["points"]
     assert [p["point"] for p in waits] == ["N=24 wait x0", "N=24 wait x2"]
     assert waits[0]["waits"] == 0 and waits[1]["waits"] > 0
     votes = summary["benchmarks"]["aime24"]["majority_vote"]["points"]
     assert [p["point"] for p in votes] == ["N=8 k=1", "N=8 k=3"] and all(p["runs"] == 2 for p in votes)
-    assert [p["budget"] for p in votes] == [8, 24] and all(p["control"] == 1.0 for p in votes)  # k samples of N
+    assert [p["budget"] for p in votes] == [8, 24] and all(p["within_budget"] == 1.0 for p in votes)  # k samples of N
+    assert all(p["in_control"] for p in votes) and summary["benchmarks"]["aime24"]["majority_vote"]["control"] == 1.0
     assert "doubling" in summary["scaling_unit"]
     classes = summary["benchmarks"]["aime24"]["class_conditional"]
     assert [p["point"] for p in classes["points"]] == ["briefly", "thoroughly"] and classes["control"] is None
