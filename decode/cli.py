@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .budget import Budget, BudgetError
 from .formats import FormatError, get_format
-from .generate import ModelLoadError, check_source, generate, load_model, load_tokenizer
+from .generate import ModelLoadError, check_source, generate, load_model, load_tokenizer, prompt_text
 from .sampling import Sampling
 
 BUDGET_FIELDS = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON object: vllm.LLM arguments (--backend vllm, e.g. '{\"max_model_len\": 8192}') or client "
         "settings (--backend openai: timeout_s, max_retries, concurrency, api_key, model)",
     )
+    parser.add_argument(
+        "--chat-template-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON object passed to the chat template when chat prompts are rendered "
+        "(e.g. '{\"enable_thinking\": true}' for Qwen3)",
+    )
     return parser
 
 
@@ -125,6 +132,8 @@ def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list
 def _fingerprint(args: argparse.Namespace) -> str:
     skip = ("output", "device", "engine_args")
     settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
+    if args.chat_template_kwargs is None:  # unset: the same fingerprint as before the option existed
+        settings.pop("chat_template_kwargs", None)
     digest = hashlib.sha256(json.dumps(settings).encode())
     digest.update(args.input.read_bytes())
     return digest.hexdigest()
@@ -178,6 +187,14 @@ def run(args: argparse.Namespace) -> None:
         check_source(args.model, "model")
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
+    template_kwargs = args.chat_template_kwargs
+    if template_kwargs is not None and not isinstance(template_kwargs, dict):
+        raise InputError(f"--chat-template-kwargs must be a JSON object, got {template_kwargs!r}")
+    for number, row in enumerate(rows, 1):
+        try:
+            prompt_text(tokenizer, row["prompt"], fmt, template_kwargs)
+        except ValueError as err:
+            raise InputError(f"{args.input}: row {number}: {err}") from None
     engine_args = dict(args.engine_args or {})
     if args.backend == "hf":
         model = load_model(args.model, args.dtype, args.device)
@@ -216,6 +233,7 @@ def run(args: argparse.Namespace) -> None:
             backend=args.backend,
             forcing=args.forcing,
             engine_args=engine_args or None,
+            chat_template_kwargs=template_kwargs,
         )
         progress.close()
     lines = partial.read_text(encoding="utf-8").split("\n")[1:]

@@ -221,6 +221,7 @@ def _generate(recipe: EvalRecipe, model: Any, tokenizer: Any, fmt: Any, group: l
             backend=recipe.backend,
             forcing=recipe.forcing,
             engine_args=engine_args(recipe),
+            chat_template_kwargs=recipe.chat_template_kwargs,
         )
         for i, result in zip(todo, out, strict=True):
             results[i], attempts[i] = result, attempt + 1
