@@ -2,13 +2,16 @@
 
 s1 asked Qwen2.5-7B-Instruct and Qwen2.5-32B-Instruct every question and dropped those either
 answered correctly. Here every reference model answers through `generate_cached` (the decoder, any
-backend, every answer cached), and answers are graded by the evaluation harness's `Grader`
-(math-verify in isolated workers; letter choice). The gold answer is the row's `answer`, else the
-answer its solution states (last `\\boxed{}` or "Answer:" line). A question with no gold a rule can
-use (a proof, a free-form solution) is sent to an LLM judge through an OpenAI-compatible API when
-one is configured, comparing the answer to the reference solution; without a judge it is kept
-("ungraded"), since nothing shows a model solved it. A failed judge call is s1's "API error": the
-row drops out with that reason.
+backend, every answer cached). s1's references were instruct models asked the plain chat prompt, so
+a reference has no thinking format unless the recipe gives it one (`format: none` is the default
+here: no opener, nothing forced, its own end-of-sequence ends the answer, and the whole answer is
+graded). A reference that thinks keeps its format (`format: s1` or `think`) and its thinking budget.
+Answers are graded by the evaluation harness's `Grader` (math-verify in isolated workers; letter
+choice). The gold answer is the row's `answer`, else the answer its solution states (last `\\boxed{}`
+or "Answer:" line). A question with no gold a rule can use (a proof, a free-form solution) is sent to
+an LLM judge through an OpenAI-compatible API when one is configured, comparing the answer to the
+reference solution; without a judge it is kept ("ungraded"), since nothing shows a model solved it.
+A failed judge call is s1's "API error": the row drops out with that reason.
 """
 
 from __future__ import annotations
@@ -21,12 +24,21 @@ import datasets
 
 from .api import ApiSettings, chat_all
 from .cache import CallCache
-from .generation import ModelSpec, generate_cached
+from .generation import NO_FORMAT, ModelSpec, generate_cached
 
 PROMPTS = {
     "math": "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
     "choice": "{question}\n\nPlease reason step by step, and give the letter of the correct option within \\boxed{{}}.",
 }
+
+
+@dataclass
+class ReferenceModel(ModelSpec):
+    """A difficulty reference (see `ModelSpec`); unlike a teacher, by default it has no thinking format,
+    as s1's Qwen2.5-Instruct references had none."""
+
+    format: str = NO_FORMAT
+
 
 JUDGE_PROMPT = (
     "You are grading a student's answer against a reference solution.\n\n"
@@ -40,10 +52,11 @@ class DifficultySettings:
     """Settings of the difficulty stage.
 
     Attributes:
-        models: the reference models (see `ModelSpec`).
+        models: the reference models (see `ReferenceModel`: no thinking format unless one is given).
         prompts: the user message per question kind ("math", "choice"); `{question}` is replaced.
         grade: "full" grades the whole completion (thinking and answer: reference models are not
-            reasoning models) or "answer" only the text after the end of thinking.
+            reasoning models) or "answer" only the text after the end of thinking. With no thinking
+            format the whole completion is the answer, so both grade all of it.
         grading: `evals.Grader` settings (workers, timeout_s, memory_mb).
         judge: an OpenAI-compatible endpoint (see `ApiSettings`) to grade answers no rule can; None: none.
     """
@@ -93,7 +106,7 @@ def difficulty(
             if settings.grade == "answer":
                 texts = [c["answer"] for c in completions]
             else:
-                texts = [f"{c['thinking']}\n{c['answer']}" for c in completions]
+                texts = [f"{c['thinking']}\n{c['answer']}" if c["thinking"] else c["answer"] for c in completions]
             graded = [i for i, gold in enumerate(golds) if gold]
             results = grader.grade(
                 [Answer(rows[i]["kind"], golds[i], texts[i], rows[i]["letters"] or "ABCD") for i in graded]

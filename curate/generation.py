@@ -16,6 +16,7 @@ from .cache import CallCache
 from .schema import CurateError
 
 Prompt = str | list[dict[str, str]]
+NO_FORMAT = "none"  # a model with no thinking format: the plain chat prompt, answered until end-of-sequence
 
 
 @dataclass
@@ -31,9 +32,13 @@ class ModelSpec:
         backend_options: the decoder's `engine_args` for "vllm" (e.g. tensor_parallel_size) or
             "openai" (timeout_s, max_retries, concurrency, api_key, ...).
         forcing: how the decoder enforces the budget on "vllm"/"openai": "processor" or "reprompt".
-        format: thinking format ("s1", "think", or a format JSON).
+        format: thinking format ("s1", "think", or a format JSON), or "none": a model with no thinking
+            format (an instruct model) is asked the plain chat prompt, nothing is forced, its own
+            end-of-sequence ends the completion and the whole completion is its answer.
+        chat_template_kwargs: passed to the chat template (e.g. `{enable_thinking: false}` for Qwen3).
         dtype: how an "hf" model is loaded ("auto", "float32", "bfloat16").
-        max_thinking_tokens, max_answer_tokens: the decoder's budget (None: no limit).
+        max_thinking_tokens, max_answer_tokens: the decoder's budget (None: no limit); with format
+            "none" only `max_answer_tokens` applies.
         max_tokens: hard cap on each completion.
         temperature, top_p: sampling (temperature 0: greedy).
         seed: seeds sampling.
@@ -48,6 +53,7 @@ class ModelSpec:
     backend_options: dict[str, Any] = field(default_factory=dict)
     forcing: str = "processor"
     format: str = "s1"
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     dtype: str = "auto"
     max_thinking_tokens: int | None = None
     max_answer_tokens: int | None = None
@@ -58,11 +64,28 @@ class ModelSpec:
     batch_size: int = 8
     chunk: int = 32
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.chat_template_kwargs, dict):
+            raise CurateError(f"model {self.name!r}: chat_template_kwargs must be a mapping of template arguments")
+        if self.format == NO_FORMAT and self.max_thinking_tokens is not None:
+            raise CurateError(
+                f"model {self.name!r}: max_thinking_tokens is set but format is {NO_FORMAT!r} (a model with no "
+                "thinking format has no thinking to budget): cap it with max_tokens / max_answer_tokens, or give "
+                "the thinking format it was trained on (format: s1 or think)"
+            )
+
+    @property
+    def thinking_format(self) -> str | None:
+        """The decoder's `format` argument (None: no thinking format)."""
+        return None if self.format == NO_FORMAT else self.format
+
     def cache_settings(self) -> dict[str, Any]:
         """What decides a completion (batching and chunking do not)."""
         values = asdict(self)
         for name in ("name", "batch_size", "chunk"):
             values.pop(name)
+        if not values["chat_template_kwargs"]:  # unset: the same keys as completions cached before it existed
+            values.pop("chat_template_kwargs")
         return values
 
 
@@ -119,7 +142,8 @@ def generate_cached(spec: ModelSpec, prompts: list[Prompt], cache: CallCache) ->
                 model,
                 tokenizer,
                 [prompts[i] for i in chunk],
-                format=spec.format,
+                format=spec.thinking_format,
+                chat_template_kwargs=spec.chat_template_kwargs or None,
                 budget=budget,
                 sampling=sampling,
                 batch_size=spec.batch_size,

@@ -29,7 +29,7 @@ from evals.recipe import read_settings
 from .api import ApiSettings
 from .cap import CapSettings
 from .decontaminate import DecontaminateSettings
-from .difficulty import DifficultySettings
+from .difficulty import DifficultySettings, ReferenceModel
 from .domains import DomainSettings
 from .generation import ModelSpec
 from .ingest import SourceSpec
@@ -49,7 +49,7 @@ SETTINGS = {
 }
 NESTED = {
     "rules": QualityRule,
-    "models": ModelSpec,
+    "models": ReferenceModel,
     "local": ModelSpec,
     "judge": ApiSettings,
     "api": ApiSettings,

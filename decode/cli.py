@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON object: vllm.LLM arguments (--backend vllm, e.g. '{\"max_model_len\": 8192}') or client "
         "settings (--backend openai: timeout_s, max_retries, concurrency, api_key, model)",
     )
+    parser.add_argument(
+        "--chat-template-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON object passed to the chat template when chat prompts are rendered "
+        "(e.g. '{\"enable_thinking\": true}' for Qwen3)",
+    )
     return parser
 
 
@@ -162,6 +169,8 @@ def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list
 def _fingerprint(args: argparse.Namespace) -> str:
     skip = ("output", "device", "engine_args")
     settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
+    if args.chat_template_kwargs is None:  # unset: the same fingerprint as before the option existed
+        settings.pop("chat_template_kwargs", None)
     digest = hashlib.sha256(json.dumps(settings).encode())
     digest.update(args.input.read_bytes())
     return digest.hexdigest()
@@ -217,6 +226,9 @@ def run(args: argparse.Namespace) -> None:
         check_source(args.model, "model")
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     tokens = fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
+    template_kwargs = args.chat_template_kwargs
+    if template_kwargs is not None and not isinstance(template_kwargs, dict):
+        raise InputError(f"--chat-template-kwargs must be a JSON object, got {template_kwargs!r}")
     # Chat messages need a chat template, and every prompt must fit the model's context with its
     # window: both are checked on the tokenizer and the model's config, before the model loads.
     engine_limit = (args.engine_args or {}).get("max_model_len") if args.backend == "vllm" else None
@@ -228,6 +240,7 @@ def run(args: argparse.Namespace) -> None:
             fmt,
             windows_of(tokens, budgets, args.max_new_tokens),
             context_length(config, tokenizer, engine_limit if isinstance(engine_limit, int) else None),
+            template_kwargs,
         )
     except PromptError as err:
         raise InputError(f"{args.input}: row {err.index + 1}: 'prompt' {err.detail}") from None
@@ -270,6 +283,7 @@ def run(args: argparse.Namespace) -> None:
                 backend=args.backend,
                 forcing=args.forcing,
                 engine_args=engine_args or None,
+                chat_template_kwargs=template_kwargs,
             )
         except PromptError as err:  # checked before anything is generated: rows saved earlier stay
             progress.close()

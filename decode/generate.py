@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .budget import Budget
 from .formats import ThinkingFormat, get_format
 from .hf import BudgetForcing, default_max_new_tokens
+from .plain import check_plain_budget, plain_generate
 from .reprompt import hf_engine, reprompt_generate
 from .result import BudgetResult, to_result
 from .sampling import Sampling
@@ -109,18 +110,59 @@ def load_tokenizer(name_or_path: str) -> Any:
         raise ModelLoadError(f"could not load tokenizer {name_or_path!r}: {err}") from None
 
 
-def prompt_text(tokenizer: Any, prompt: Prompt, fmt: ThinkingFormat) -> str:
-    """The text the model continues: chat messages go through the chat template; then the opener."""
+def prompt_text(
+    tokenizer: Any,
+    prompt: Prompt,
+    fmt: ThinkingFormat | None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """The text the model continues, the one rule every stage uses (decoding, SFT, RL, evaluation, curation).
+
+    Chat messages go through the chat template (with `chat_template_kwargs`, e.g. Qwen3's
+    `enable_thinking`); a string is used as it is. Then the format's opener follows, unless the text
+    already ends with it: a template that opens thinking itself (DeepSeek-R1-Distill's generation
+    prompt ends `<｜Assistant｜><think>\\n`) gets none, so no run ever sees the opener twice. With
+    `fmt` None (a model with no thinking format) the text is the prompt alone.
+    """
     if isinstance(prompt, str):
         text = prompt
     else:
-        text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-    return text if text.endswith(fmt.open) else text + fmt.open
+        kwargs = chat_template_kwargs or {}
+        text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True, **kwargs)
+    if fmt is None or text.endswith(fmt.open):
+        return text
+    if text.rstrip().endswith(fmt.close.rstrip()):
+        raise ValueError(
+            f"the prompt already ends with a closed thinking block ({fmt.close.rstrip()!r}; e.g. a chat template "
+            "called with enable_thinking=False): there is no thinking left to budget; decode it with no thinking "
+            "format (format=None) or let the template open thinking"
+        )
+    bare = fmt.open.rstrip()
+    if bare and text.endswith(bare):  # the template opened thinking without the opener's trailing newline
+        return text + fmt.open[len(bare) :]
+    return text + fmt.open
 
 
-def prompt_ids(tokenizer: Any, prompt: Prompt, fmt: ThinkingFormat) -> list[int]:
-    # Chat-template text already holds its special tokens; plain strings get the tokenizer's own.
-    return tokenizer.encode(prompt_text(tokenizer, prompt, fmt), add_special_tokens=isinstance(prompt, str))
+def prompt_ids(
+    tokenizer: Any,
+    prompt: Prompt,
+    fmt: ThinkingFormat | None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[int]:
+    """`prompt_text` as token ids, with one BOS at most.
+
+    Rendered chat text already holds every special token the template writes (R1-Distill's writes the
+    BOS), so it is tokenized with no special tokens added. A plain string gets the tokenizer's own
+    special tokens, except a BOS the string already starts with.
+    """
+    text = prompt_text(tokenizer, prompt, fmt, chat_template_kwargs)
+    if not isinstance(prompt, str):
+        return tokenizer.encode(text, add_special_tokens=False)
+    ids = tokenizer.encode(text, add_special_tokens=True)
+    bos = tokenizer.bos_token_id
+    if bos is not None and ids[:2] == [bos, bos]:
+        ids = ids[1:]
+    return ids
 
 
 class PromptError(ValueError):
@@ -153,6 +195,7 @@ def tokenize_prompts(
     fmt: ThinkingFormat,
     windows: Sequence[int | None],
     context: int | None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[list[int]]:
     """Every prompt's ids, checked before anything is generated: chat messages need a chat template,
     and a prompt plus its generation window (None: not bounded, so at least one token) must fit the
@@ -165,7 +208,12 @@ def tokenize_prompts(
                     index, f"is a list of chat messages, but tokenizer {name!r} has no chat template "
                     "(give the prompt as a string, or use a tokenizer that has one)",
                 )  # fmt: skip
-    rows = [prompt_ids(tokenizer, prompt, fmt) for prompt in prompts]
+    rows = []
+    for index, prompt in enumerate(prompts):
+        try:
+            rows.append(prompt_ids(tokenizer, prompt, fmt, chat_template_kwargs))
+        except ValueError as err:  # e.g. a template that closed thinking before it began
+            raise PromptError(index, str(err)) from None
     if context is not None:
         for index, (ids, window) in enumerate(zip(rows, windows, strict=True)):
             if len(ids) + (window or 1) > context:
@@ -211,7 +259,7 @@ def generate(
     tokenizer: Any,
     prompts: Sequence[Prompt],
     *,
-    format: str | ThinkingFormat = "s1",
+    format: str | ThinkingFormat | None = "s1",
     budget: Budget | Sequence[Budget] | None = None,
     sampling: Sampling | None = None,
     batch_size: int = 8,
@@ -221,6 +269,7 @@ def generate(
     backend: str = "hf",
     forcing: str = "processor",
     engine_args: dict[str, Any] | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[BudgetResult]:
     """Budget-forced generation for a list of prompts.
 
@@ -231,8 +280,10 @@ def generate(
             ("http://host:8000/v1").
         tokenizer: its tokenizer, or a path / hub id (None: the model's path; required for "openai").
         prompts: strings (used as they are) or chat messages (rendered by the chat template);
-            the format's opener is appended to each.
-        format: "s1", "think", a path to a format JSON, or a `ThinkingFormat`.
+            the format's opener is appended to each unless it already ends with it (see `prompt_text`).
+        format: "s1", "think", a path to a format JSON, or a `ThinkingFormat`; None: no thinking
+            format (an instruct model answering the plain prompt until its end-of-sequence; the
+            budget may cap only the answer).
         budget: one `Budget` for all prompts, or one per prompt (None: no budget).
         sampling: `Sampling(temperature=..., top_p=..., top_k=...)`; greedy by default.
         batch_size: prompts per `generate` call (left-padded).
@@ -248,6 +299,7 @@ def generate(
             token ids, for engines where no logits processor can run).
         engine_args: backend "vllm": keyword arguments for `vllm.LLM` (dtype, max_model_len, ...);
             "openai": for `CompletionsClient` (timeout_s, max_retries, concurrency, api_key, ...).
+        chat_template_kwargs: passed to the chat template (e.g. `{"enable_thinking": True}` for Qwen3).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -259,10 +311,14 @@ def generate(
     budgets = [budget] * len(prompts) if isinstance(budget, Budget) else list(budget)
     if len(budgets) != len(prompts):
         raise ValueError(f"got {len(budgets)} budgets for {len(prompts)} prompts")
+    if format is None:
+        for b in budgets:
+            check_plain_budget(b)
+    template_kwargs = dict(chat_template_kwargs or {})
     if backend != "hf":
         return _generate_elsewhere(
             model, tokenizer, prompts, format, budgets, sampling, batch_size, max_new_tokens, seed, on_batch, backend,
-            forcing, engine_args or {},
+            forcing, engine_args or {}, template_kwargs,
         )  # fmt: skip
     if engine_args:
         raise ValueError("engine_args apply to the 'vllm' and 'openai' backends; load the transformers model yourself")
@@ -271,15 +327,21 @@ def generate(
         model = load_model(str(model))
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(str(tokenizer))
-    fmt = get_format(format)
+    fmt = None if format is None else get_format(format)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = eos_ids(model, tokenizer)
+    if fmt is None:
+        rows = [prompt_ids(tokenizer, p, None, template_kwargs) for p in prompts]
+        return plain_generate(hf_engine(model, pad, sampling), rows, eos, budgets, tokenizer, batch_size=batch_size,
+                              max_new_tokens=max_new_tokens, seed=seed, on_batch=on_batch)  # fmt: skip
 
     results: list[BudgetResult] = []
     tokens = fmt.tokens(tokenizer, eos)
     context = context_length(getattr(model, "config", None), tokenizer)
-    all_rows = tokenize_prompts(tokenizer, prompts, fmt, windows_of(tokens, budgets, max_new_tokens), context)
+    all_rows = tokenize_prompts(
+        tokenizer, prompts, fmt, windows_of(tokens, budgets, max_new_tokens), context, template_kwargs
+    )
     if forcing == "reprompt":
         engine = hf_engine(model, pad, sampling)
         for start in range(0, len(prompts), batch_size):
@@ -334,13 +396,14 @@ def _generate_elsewhere(
     backend: str,
     forcing: str,
     engine_args: dict[str, Any],
+    template_kwargs: dict[str, Any],
 ) -> list[BudgetResult]:
     """The vLLM and HTTP backends (`generate` has checked the batch size and budgets): prompts are
     tokenized here and sent as token ids."""
-    fmt = get_format(format)
+    fmt = None if format is None else get_format(format)
     model_path = str(model) if isinstance(model, str | Path) else None
     if backend == "vllm":
-        from .vllm import load_llm, vllm_generate
+        from .vllm import load_llm, vllm_engine, vllm_generate
 
         if model_path is not None:
             check_source(model_path, "model")
@@ -353,13 +416,14 @@ def _generate_elsewhere(
             tokenizer = model.get_tokenizer()
         config_path = model_path or model.llm_engine.model_config.model
         engine_limit = model.llm_engine.model_config.max_model_len
+        plain_engine = vllm_engine(model, sampling or Sampling()) if fmt is None else None
 
         def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
             first_seed = None if seed is None else seed + first
             return vllm_generate(model, rows, tokens, chunk, caps, sampling=sampling, seed=first_seed, forcing=forcing)
 
     else:
-        from .openai_client import CompletionsClient, server_generate
+        from .openai_client import CompletionsClient, client_engine, server_generate
 
         if tokenizer is None:
             raise ValueError("backend 'openai' needs the model's tokenizer (a path or object): prompts go as token ids")
@@ -369,6 +433,7 @@ def _generate_elsewhere(
             raise ValueError("engine_args apply when the client is built here (model given as a URL)")
         config_path = str(tokenizer) if isinstance(tokenizer, str | Path) else None  # a model folder holds both
         engine_limit = None  # the server's own limit is not known here
+        plain_engine = client_engine(model, sampling or Sampling()) if fmt is None else None
 
         def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
             first_seed = None if seed is None else seed + first
@@ -379,9 +444,15 @@ def _generate_elsewhere(
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(str(tokenizer))
     eos = sorted(set(eos_ids(None, tokenizer)) | set(_config_eos(config_path)))
+    if fmt is None:
+        rows = [prompt_ids(tokenizer, p, None, template_kwargs) for p in prompts]
+        return plain_generate(plain_engine, rows, eos, budgets, tokenizer, batch_size=batch_size,
+                              max_new_tokens=max_new_tokens, seed=seed, on_batch=on_batch)  # fmt: skip
     tokens = fmt.tokens(tokenizer, eos)
     context = context_length(read_model_config(config_path), tokenizer, engine_limit)
-    all_rows = tokenize_prompts(tokenizer, prompts, fmt, windows_of(tokens, budgets, max_new_tokens), context)
+    all_rows = tokenize_prompts(
+        tokenizer, prompts, fmt, windows_of(tokens, budgets, max_new_tokens), context, template_kwargs
+    )
     results: list[BudgetResult] = []
     for start in range(0, len(prompts), batch_size):
         rows = all_rows[start : start + batch_size]

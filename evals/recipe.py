@@ -41,6 +41,8 @@ class EvalRecipe:
         engine_args: keyword arguments for the vLLM engine or the HTTP client (see `decode.generate`).
         dtype, device: how the model is loaded ("auto" dtype; device default: cuda if present).
         format: thinking format: "s1", "think", or a format JSON file.
+        chat_template_kwargs: passed to the chat template when prompts are rendered (e.g.
+            `{enable_thinking: true}` for Qwen3); part of the run's fingerprint when set.
         benchmarks: preset names or mappings (see `BenchmarkSpec`).
         methods: control methods (see `MethodSpec`).
         samples: runs per problem and point (pass@1 is their mean).
@@ -74,6 +76,7 @@ class EvalRecipe:
     dtype: str = "auto"
     device: str | None = None
     format: str = "s1"
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     samples: int = 1
     sampling: Sampling = field(default_factory=Sampling)
     max_tokens: int = 32768
@@ -90,6 +93,8 @@ class EvalRecipe:
         keys = ("model", "tokenizer", "backend", "forcing", "dtype", "format", "sampling", "max_tokens",
                 "max_answer_tokens", "answer_reserve", "seed", "instruction")  # fmt: skip
         settings = {k: v for k, v in asdict(self).items() if k in keys}
+        if self.chat_template_kwargs:  # only when set, so runs made before the setting existed still resume
+            settings["chat_template_kwargs"] = self.chat_template_kwargs
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def answer_room(self) -> int | None:
@@ -219,6 +224,9 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     if not isinstance(values.get("engine_args") or {}, dict):
         raise RecipeError(f"{source}: engine_args must be a mapping of keyword arguments")
     values["engine_args"] = dict(values.get("engine_args") or {})
+    if not isinstance(values.get("chat_template_kwargs") or {}, dict):
+        raise RecipeError(f"{source}: chat_template_kwargs must be a mapping of chat template arguments")
+    values["chat_template_kwargs"] = dict(values.get("chat_template_kwargs") or {})
     if backend == "hf" and values["engine_args"]:
         raise RecipeError(f"{source}: engine_args apply to the 'vllm' and 'openai' backends, not 'hf'")
     if backend == "openai" and not values.get("tokenizer"):

@@ -313,6 +313,7 @@ def _generate(
                 backend=recipe.backend,
                 forcing=recipe.forcing,
                 engine_args=engine_args(recipe),
+                chat_template_kwargs=recipe.chat_template_kwargs,
             )
         except PromptError as err:  # raised before this call generates anything
             problem = group[todo[err.index]].problem

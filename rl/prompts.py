@@ -7,19 +7,25 @@ L1 (arXiv 2503.04697) appends its instruction and a length sentence to every que
 with "Think for maximum {N} tokens." for LCPO-Max, and N drawn uniformly from [100, 4000]. L1-Max
 was trained on a 50/50 mix of both kinds of prompt. Draws are seeded, so a recipe always builds the
 same prompts. The user message then goes through the model's chat template and the thinking
-format's opener, exactly as the decoder and the evaluation harness render it.
+format's opener, exactly as the decoder and the evaluation harness render it (`decode.prompt_text`).
+
+trl's GRPOTrainer tokenizes a string prompt with the tokenizer's special tokens on
+(`processing_class(text=prompts)`), so a template that writes the BOS itself (DeepSeek-R1-Distill's,
+the base of DeepScaleR) would train on two. Each row's `prompt` is therefore the text whose
+tokenization by trl gives exactly the decoder's ids (`decode.prompt_ids`): the BOS the tokenizer adds
+is left out of the text. `build_dataset` checks this row by row.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
 
-from decode import get_format, prompt_text
+from decode import get_format, prompt_ids, prompt_text
 from evals import BenchmarkSpec, Problem, load_problems
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
@@ -82,6 +88,7 @@ class PromptSettings:
         instruction: appended to the question before the length sentence ("" for none).
         separator: between the question and the instruction (L1: a space).
         format: the thinking format whose opener ends every prompt ("think" for R1-style models).
+        chat_template_kwargs: passed to the chat template (e.g. `{enable_thinking: true}` for Qwen3).
     """
 
     mode: str = EXACT
@@ -92,11 +99,14 @@ class PromptSettings:
     instruction: str = INSTRUCTION
     separator: str = " "
     format: str = "think"
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         draw_modes(0, self.mode, self.max_fraction, self.seed)  # validates mode and max_fraction
         draw_budgets(0, self.min_budget, self.max_budget, self.seed)  # validates the range
         get_format(self.format)
+        if not isinstance(self.chat_template_kwargs, dict):
+            raise PromptError(f"chat_template_kwargs must be a mapping, got {self.chat_template_kwargs!r}")
 
 
 def load_questions(specs: Sequence[BenchmarkSpec]) -> list[Problem]:
@@ -105,13 +115,30 @@ def load_questions(specs: Sequence[BenchmarkSpec]) -> list[Problem]:
     return [problem for spec in specs for problem in load_problems(spec)]
 
 
+def trl_prompt(tokenizer: Any, text: str, ids: list[int]) -> str:
+    """The string that trl's GRPOTrainer tokenizes (special tokens on) into exactly `ids`: `text`
+    itself, or `text` without the BOS it starts with when the tokenizer adds that BOS anyway."""
+    if tokenizer(text=text)["input_ids"] == ids:
+        return text
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos):
+        rest = text[len(bos) :]
+        if tokenizer(text=rest)["input_ids"] == ids:
+            return rest
+    raise PromptError(
+        "this tokenizer adds special tokens to a prompt that the trainer cannot leave out: trl would train on "
+        f"other token ids than the decoder uses (prompt starts {text[:60]!r})"
+    )
+
+
 def build_dataset(problems: Sequence[Problem], tokenizer: Any, settings: PromptSettings) -> Dataset:
     """A `datasets.Dataset` for trl's GRPOTrainer, one row per question.
 
     Columns: `prompt` (the rendered text the model continues: chat template, then the format's
-    opener), `budget` (N), `mode`, `answer` (gold), `kind` ("math" or "choice"), `letters`, `source`
-    (benchmark/id) and `message` (the user message before the chat template). trl passes every
-    column but `prompt` to the reward functions, repeated for each generation.
+    opener, less a BOS that trl's tokenizer adds itself; see `trl_prompt`), `budget` (N), `mode`,
+    `answer` (gold), `kind` ("math" or "choice"), `letters`, `source` (benchmark/id) and `message` (the
+    user message before the chat template). trl passes every column but `prompt` to the reward
+    functions, repeated for each generation.
     """
     if not problems:
         raise PromptError("no questions to build prompts from")
@@ -122,7 +149,13 @@ def build_dataset(problems: Sequence[Problem], tokenizer: Any, settings: PromptS
                                                   "message")}  # fmt: skip
     for problem, budget, mode in zip(problems, budgets, modes, strict=True):
         message = user_message(problem.question, budget, mode, settings.instruction, settings.separator)
-        rows["prompt"].append(prompt_text(tokenizer, [{"role": "user", "content": message}], fmt))
+        chat = [{"role": "user", "content": message}]
+        try:
+            text = prompt_text(tokenizer, chat, fmt, settings.chat_template_kwargs)
+        except ValueError as err:
+            raise PromptError(f"{problem.benchmark}/{problem.id}: {err}") from None
+        ids = prompt_ids(tokenizer, chat, fmt, settings.chat_template_kwargs)
+        rows["prompt"].append(trl_prompt(tokenizer, text, ids))
         rows["budget"].append(budget)
         rows["mode"].append(mode)
         rows["answer"].append(problem.gold)

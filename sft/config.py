@@ -58,6 +58,8 @@ class DataConfig:
             for the s1 format (as s1 trained), nothing otherwise.
         system_prompt: a system turn; None keeps the chat template's default (Qwen2.5: "You are
             Qwen, created by Alibaba Cloud..."), which is what decoding uses too.
+        chat_template_kwargs: passed to the chat template (e.g. `{enable_thinking: true}` for
+            Qwen3); decode and evaluate with the same ones.
         block_size: the longest training sequence in tokens (s1: 32,768, so nothing is cut).
         overlong: what to do with a longer example: "error" (stop before training, listing them),
             "drop" (leave them out) or "truncate" (keep the first `block_size` tokens). The count is
@@ -73,6 +75,7 @@ class DataConfig:
     format: str = "s1"
     answer_prefix: str | None = None
     system_prompt: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     block_size: int = 32768
     overlong: str = "error"
     limit: int | None = None
@@ -84,6 +87,8 @@ class DataConfig:
             raise RecipeError(f"{where}: data.block_size must be an integer >= 2, got {self.block_size!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise RecipeError(f"{where}: data.limit must be a positive integer, got {self.limit!r}")
+        if not isinstance(self.chat_template_kwargs, dict):
+            raise RecipeError(f"{where}: data.chat_template_kwargs must be a mapping of chat template arguments")
         for name in ("source", "question", "trace", "answer", "format"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise RecipeError(f"{where}: data.{name} must be a non-empty string")

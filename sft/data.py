@@ -7,9 +7,12 @@ An example is the conversation the decoder will later continue, made whole:
     end-of-sequence token                                           loss
 
 For the s1 format that assistant turn is `<|im_start|>think\\n{trace}\\n<|im_start|>answer\\nAnswer: {answer}`,
-as s1 trained; for `think` it is `<think>\\n{trace}\\n</think>\\n\\n{answer}`. The delimiters are read from
-`decode`'s `ThinkingFormat`, never spelled here, and the prompt part is checked to tokenize exactly as
-`decode.prompt_ids` does at inference, so training and decoding see the same context.
+as s1 trained; for `think` it is `<think>\\n{trace}\\n</think>\\n\\n{answer}`. As in s1's data script, the
+trace and the answer are stripped and the prefix is put only before an answer that does not already start
+with it. The delimiters are read from `decode`'s `ThinkingFormat`, never spelled here, and the context is
+`decode.prompt_ids`'s, token for token: a template that opens thinking itself (DeepSeek-R1-Distill's) gets
+no second opener, and its opener is part of the prompt (no loss), since the decoder never asks the model
+to write it. Rendered text is tokenized with no special tokens added, so the template's BOS stays the only one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import datasets
 
-from decode import FormatError, ThinkingFormat, get_format
+from decode import FormatError, ThinkingFormat, get_format, prompt_ids
 from evals.benchmarks import read_file_rows, read_json_lines
 from evals.inputs import prepare_hub_datasets, read_utf8
 
@@ -140,7 +143,11 @@ def answer_prefix(config: DataConfig, fmt: ThinkingFormat) -> str:
 
 
 def assistant_text(fmt: ThinkingFormat, trace: str, answer: str, prefix: str = "") -> str:
-    """The assistant turn the model learns to write, from the format's own strings."""
+    """The assistant turn the model learns to write, from the format's own strings, as s1 wrote it:
+    trace and answer stripped, the prefix only where the answer does not already start with it."""
+    trace, answer = trace.strip(), answer.strip()
+    if prefix and answer.startswith(prefix.strip()):
+        prefix = ""
     return f"{fmt.open}{trace}{TRACE_SEPARATOR}{fmt.close}{prefix}{answer}"
 
 
@@ -197,28 +204,33 @@ def tokenize_rows(rows: datasets.Dataset, tokenizer: Any, config: DataConfig) ->
                     "so the model would learn to stop thinking in the middle of its trace"
                 )
         messages = chat(question, config.system_prompt)
-        prompts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        # The opener is tokenized on its own (see below): the completion text starts after it.
+        prompts.append(messages)
+        # The opener is tokenized with the prompt (see below): the completion text starts after it.
         completions.append(assistant_text(fmt, trace, answer, prefix)[len(fmt.open) :] + tokenizer.eos_token)
 
-    # The decoder's prompt is the chat template plus the opener, tokenized as one string
-    # (decode.prompt_ids); the model then writes the trace from there. Training sequences are built
-    # the same way, so the model learns exactly the context it will see: the opener's tokens never
-    # merge with the start of the trace.
-    prompt_ids_ = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    at_inference = tokenizer([p + fmt.open for p in prompts], add_special_tokens=False)["input_ids"]
+    # The decoder's prompt is `decode.prompt_ids`: the chat template, then the opener unless the
+    # template already wrote it, tokenized as one string with no special tokens added. Training
+    # sequences start with exactly those ids, so the model learns the context it will see: the
+    # opener's tokens never merge with the start of the trace. The loss starts where the template
+    # ends: an opener the format appends is learnt, one the template writes is not.
+    kwargs = config.chat_template_kwargs
     completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-    opener = tokenizer.encode(fmt.open, add_special_tokens=False)
-    ids = []
-    for index, (prompt, whole, rest) in enumerate(zip(prompt_ids_, at_inference, completion_ids, strict=True)):
-        if whole != prompt + opener:
+    ids, prompt_lengths = [], []
+    for index, (messages, rest) in enumerate(zip(prompts, completion_ids, strict=True)):
+        try:
+            at_inference = prompt_ids(tokenizer, messages, fmt, kwargs)
+        except ValueError as err:
+            raise DataError(f"{source} row {index}: {err}") from None
+        template = prompt_ids(tokenizer, messages, None, kwargs)
+        if at_inference[: len(template)] != template:
             raise DataError(
                 f"{source} row {index}: the chat template followed by the format's opener {fmt.open!r} "
                 "tokenizes differently as one string (as the decoder does) than in two parts; use a format "
                 "whose opener starts at a token boundary"
             )
-        ids.append(whole + rest)
-    return ids, [len(p) for p in prompt_ids_]
+        ids.append(at_inference + rest)
+        prompt_lengths.append(len(template))
+    return ids, prompt_lengths
 
 
 def build_dataset(tokenizer: Any, config: DataConfig) -> tuple[datasets.Dataset, LengthReport]:

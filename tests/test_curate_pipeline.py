@@ -65,8 +65,8 @@ def small_recipe(model_dir: Path, out: Path, cache: Path, chunk: int = 4) -> dic
             {
                 "difficulty": {
                     "models": [
-                        {"name": "tiny-a", **ref, "max_thinking_tokens": 6, "max_tokens": 16},
-                        {"name": "tiny-b", **ref, "max_thinking_tokens": 10, "max_tokens": 20},
+                        {"name": "tiny-a", **ref, "format": "s1", "max_thinking_tokens": 6, "max_tokens": 16},
+                        {"name": "tiny-b", **ref, "format": "s1", "max_thinking_tokens": 10, "max_tokens": 20},
                     ],
                     "grading": {"workers": 1},
                 }
