@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from decode import Budget, Sampling, generate, get_format, load_model, load_tokenizer
+from decode.dtype import resolve_dtype
 
 from .benchmarks import Problem, load_problems
 from .grading import Answer, Grader
@@ -114,10 +115,11 @@ def drop_partial_line(path: Path) -> None:
 
 def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
     info_path = folder / RUN_INFO
-    info = {"fingerprint": recipe.fingerprint(), "recipe": recipe.source, "model": recipe.model}
+    info = {"fingerprint": recipe.fingerprint(), "recipe": recipe.source, "model": recipe.model,
+            "dtype": run_dtype(recipe)}  # fmt: skip
     if info_path.exists():
         old = json.loads(info_path.read_text())
-        if old.get("fingerprint") != info["fingerprint"]:
+        if old.get("fingerprint") != info["fingerprint"] or old.get("dtype", info["dtype"]) != info["dtype"]:
             raise RunError(
                 f"{folder} holds a run with other generation settings (recipe {old.get('recipe')}, model "
                 f"{old.get('model')}); use another output_dir or delete that folder"
@@ -125,6 +127,17 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2))
+
+
+def run_dtype(recipe: EvalRecipe) -> str | None:
+    """The dtype the model runs in (`auto`: the checkpoint's own, as decode resolves it); None: a server's."""
+    if recipe.backend == "openai":
+        return None
+    requested = recipe.engine_args.get("dtype", recipe.dtype) if recipe.backend == "vllm" else recipe.dtype
+    try:
+        return resolve_dtype(recipe.model, requested)
+    except ValueError as err:
+        raise RunError(f"{recipe.source}: dtype: {err}") from None
 
 
 def engine_args(recipe: EvalRecipe) -> dict[str, Any] | None:
