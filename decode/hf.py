@@ -61,8 +61,7 @@ NEUTRAL_GENERATION = {
     "guidance_scale": 1.0,
     "diversity_penalty": 0.0,
     "num_beam_groups": 1,
-    "min_length": 0,
-    "min_new_tokens": 0,
+    "min_new_tokens": 0,  # takes precedence over a min_length from the model (giving it to both warns)
     "remove_invalid_values": False,
     "renormalize_logits": False,
     "use_cache": True,
