@@ -41,6 +41,8 @@ class ModelSpec:
             "none" only `max_answer_tokens` applies.
         max_tokens: hard cap on each completion.
         temperature, top_p: sampling (temperature 0: greedy).
+        sampling: "model": the checkpoint's generation_config.json (`decode.Sampling.from_generation_config`)
+            in place of temperature and top_p; None (default): those two.
         seed: seeds sampling.
         batch_size: prompts per decoder batch.
         chunk: prompts per cache commit (a killed run loses at most one chunk).
@@ -60,6 +62,7 @@ class ModelSpec:
     max_tokens: int | None = 4096
     temperature: float = 0.0
     top_p: float = 1.0
+    sampling: str | None = None
     seed: int = 0
     batch_size: int = 8
     chunk: int = 32
@@ -86,6 +89,8 @@ class ModelSpec:
             values.pop(name)
         if not values["chat_template_kwargs"]:  # unset: the same keys as completions cached before it existed
             values.pop("chat_template_kwargs")
+        if values["sampling"] is None:  # absent, as before the setting existed: earlier caches stay valid
+            values.pop("sampling")
         return values
 
 
@@ -123,13 +128,23 @@ def generate_cached(spec: ModelSpec, prompts: list[Prompt], cache: CallCache) ->
     import decode
 
     settings = spec.cache_settings()
+    sampling = decode.Sampling(temperature=spec.temperature, top_p=spec.top_p) if spec.temperature > 0 else None
+    if spec.sampling is not None:
+        if spec.sampling != "model":
+            raise CurateError(f"model {spec.name!r}: sampling must be 'model' or absent, got {spec.sampling!r}")
+        try:
+            sampling = decode.Sampling.from_generation_config(
+                spec.tokenizer if spec.backend == "openai" else spec.model
+            )
+        except ValueError as err:
+            raise CurateError(f"model {spec.name!r}: sampling: {err}") from None
+        settings["sampling"] = asdict(sampling)  # the values themselves decide the completions
     keys = [CallCache.key("generate", settings, prompt) for prompt in prompts]
     found = cache.get_many(keys)
     todo = [i for i, key in enumerate(keys) if key not in found]
     if todo:
         model, tokenizer = _Loaded.get(spec)
         budget = decode.Budget(max_thinking_tokens=spec.max_thinking_tokens, max_answer_tokens=spec.max_answer_tokens)
-        sampling = decode.Sampling(temperature=spec.temperature, top_p=spec.top_p) if spec.temperature > 0 else None
         extra: dict[str, Any] = {"backend": spec.backend}
         if spec.backend != "hf":
             engine_args = dict(spec.backend_options)

@@ -4,7 +4,8 @@ Each input line is a JSON object with a `prompt` (a string, or a list of chat me
 optionally, per-row budget fields (`max_thinking_tokens`, `min_thinking_tokens`, `num_ignore`,
 `max_answer_tokens`) that override the command line. Each output line repeats the input and adds
 `completion_ids`, `thinking`, `answer`, `thinking_tokens`, `answer_tokens`, `waits`, `forced_end`,
-`finish_reason`.
+`finish_reason`, and the run's `dtype` (what `--dtype auto` resolved to; null with --backend openai,
+where the server decides) and `sampling` (the settings used, `--sampling model` resolved).
 
 Everything is checked before the model loads; bad input writes nothing. Progress goes to
 `OUTPUT.partial` after every batch, so an interrupted run started again with the same arguments
@@ -14,6 +15,7 @@ resumes where it stopped; the output file appears, whole, only at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -25,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .budget import Budget, BudgetError
+from .dtype import model_dtype, resolve_dtype
 from .formats import FormatError, get_format
 from .generate import (
     ModelLoadError,
@@ -69,9 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--temperature", type=float, help="sample at this temperature")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="transformers' penalty (1.0: off)")
+    parser.add_argument(
+        "--sampling",
+        choices=["explicit", "model"],
+        default="explicit",
+        help="explicit: the options above (default); model: the checkpoint's generation_config.json "
+        "(the --model folder, or --tokenizer's with --backend openai), on every backend",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (the checkpoint's own, as its config.json states it, on every backend), float32, bfloat16, float16",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument(
         "--backend",
@@ -166,11 +181,13 @@ def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list
     return budgets
 
 
-def _fingerprint(args: argparse.Namespace) -> str:
+def _fingerprint(args: argparse.Namespace, resolved: dict[str, Any]) -> str:
+    """Of the settings, the input and what `auto` and `--sampling model` resolved to (a resume never mixes them)."""
     skip = ("output", "device", "engine_args")
     settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
     if args.chat_template_kwargs is None:  # unset: the same fingerprint as before the option existed
         settings.pop("chat_template_kwargs", None)
+    settings["resolved"] = json.dumps(resolved, sort_keys=True)
     digest = hashlib.sha256(json.dumps(settings).encode())
     digest.update(args.input.read_bytes())
     return digest.hexdigest()
@@ -200,7 +217,7 @@ def _resume(partial: Path, fingerprint: str) -> list[str]:
 def run(args: argparse.Namespace) -> None:
     try:
         budget = Budget(args.max_thinking, args.min_thinking, args.num_ignore, args.max_answer)
-        sampling = Sampling() if args.temperature in (None, 0) else Sampling(args.temperature, args.top_p, args.top_k)
+        sampling = _sampling(args)
     except (BudgetError, ValueError) as err:
         raise InputError(str(err)) from None
     if args.max_answer == 0:
@@ -247,13 +264,20 @@ def run(args: argparse.Namespace) -> None:
     engine_args = dict(args.engine_args or {})
     if args.backend == "hf":
         model = load_model(args.model, args.dtype, args.device)
+        dtype = model_dtype(model)
     else:
         model = args.model  # the backend builds its engine or client once
-        if args.backend == "vllm" and args.dtype != "auto":
-            engine_args.setdefault("dtype", args.dtype)
+        dtype = None  # the server's
+        if args.backend == "vllm":
+            try:
+                dtype = resolve_dtype(args.model, engine_args.get("dtype", args.dtype))
+            except ValueError as err:
+                raise InputError(str(err)) from None
+            engine_args["dtype"] = dtype
+    used = {"dtype": dtype, "sampling": dataclasses.asdict(sampling)}
 
     partial = args.output.with_name(args.output.name + ".partial")
-    fingerprint = _fingerprint(args)
+    fingerprint = _fingerprint(args, used)
     done = _resume(partial, fingerprint)
     with partial.open("w", encoding="utf-8") as out:
         out.write(json.dumps({"fingerprint": fingerprint}) + "\n")
@@ -264,7 +288,7 @@ def run(args: argparse.Namespace) -> None:
 
         def save(offset: int, results: list) -> None:
             for row, result in zip(rows[start + offset :], results, strict=False):
-                out.write(json.dumps({**row, **result.to_dict()}, ensure_ascii=False) + "\n")
+                out.write(json.dumps({**row, **result.to_dict(), **used}, ensure_ascii=False) + "\n")
             out.flush()
             progress.update(len(results))
 
@@ -297,6 +321,26 @@ def run(args: argparse.Namespace) -> None:
     tmp.write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
     os.replace(tmp, args.output)
     partial.unlink()
+
+
+def _sampling(args: argparse.Namespace) -> Sampling:
+    """The run's sampling: the options given, or (`--sampling model`) the checkpoint's recommendation."""
+    if args.sampling == "model":
+        options = {
+            "--temperature": args.temperature is not None,
+            "--greedy": args.greedy,
+            "--top-p": args.top_p != 1.0,
+            "--top-k": args.top_k != 0,
+            "--repetition-penalty": args.repetition_penalty != 1.0,
+        }
+        given = [flag for flag, set_ in options.items() if set_]
+        if given:
+            raise InputError(f"--sampling model takes the checkpoint's settings; drop {', '.join(given)}")
+        source = (args.tokenizer or args.model) if args.backend == "openai" else args.model
+        return Sampling.from_generation_config(source)
+    if args.temperature in (None, 0):
+        return Sampling(repetition_penalty=args.repetition_penalty)
+    return Sampling(args.temperature, args.top_p, args.top_k, repetition_penalty=args.repetition_penalty)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .budget import Budget
+from .dtype import DtypeError, resolve_dtype, torch_dtype
 from .formats import ThinkingFormat, get_format
-from .hf import BudgetForcing, default_max_new_tokens
+from .hf import BudgetForcing, check_generation_defaults, default_max_new_tokens
 from .plain import check_plain_budget, plain_generate
 from .reprompt import hf_engine, reprompt_generate
 from .result import BudgetResult, to_result
@@ -93,10 +94,17 @@ def go_offline() -> None:
 
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str | None = None) -> Any:
-    """A causal LM from a local folder or a hub id (the hub is only tried for ids, never for paths)."""
+    """A causal LM from a local folder or a hub id (the hub is only tried for ids, never for paths).
+
+    `dtype="auto"` is the checkpoint's own dtype, resolved by `decode.dtype.resolve_dtype` as for vLLM.
+    """
     check_source(name_or_path, "model")
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+        resolved = torch_dtype(resolve_dtype(name_or_path, dtype))
+    except DtypeError as err:
+        raise ModelLoadError(f"could not load model {name_or_path!r}: {err}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolved)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load model {name_or_path!r}: {err}") from None
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
@@ -300,6 +308,10 @@ def generate(
         engine_args: backend "vllm": keyword arguments for `vllm.LLM` (dtype, max_model_len, ...);
             "openai": for `CompletionsClient` (timeout_s, max_retries, concurrency, api_key, ...).
         chat_template_kwargs: passed to the chat template (e.g. `{"enable_thinking": True}` for Qwen3).
+
+    A model given as a path is loaded in the checkpoint's own dtype on "hf" and "vllm" alike
+    (`decode.dtype`; engine_args' "dtype" chooses another). Only `sampling` decides how tokens are
+    drawn: the model's generation config is not applied (`Sampling.from_generation_config` asks for it).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -327,6 +339,7 @@ def generate(
         model = load_model(str(model))
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(str(tokenizer))
+    check_generation_defaults(model)
     fmt = None if format is None else get_format(format)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -360,6 +373,7 @@ def generate(
         generator = None
         if seed is not None:  # prompt i draws from its own generator, seeded seed + i, like the other backends
             generator = [torch.Generator(device=device).manual_seed(seed + start + i) for i in range(len(rows))]
+        width = max(len(row) for row in rows)
         processor = BudgetForcing(
             tokenizer,
             fmt,
@@ -368,6 +382,7 @@ def generate(
             eos_token_ids=eos,
             max_new_tokens=max_new_tokens,
             generator=generator,
+            padding=[width - len(row) for row in rows],
         )
         input_ids, attention_mask = _left_pad(rows, pad, device)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **processor.generate_kwargs())
@@ -402,12 +417,23 @@ def _generate_elsewhere(
     tokenized here and sent as token ids."""
     fmt = None if format is None else get_format(format)
     model_path = str(model) if isinstance(model, str | Path) else None
+    sampling = sampling or Sampling()
+    if sampling.penalised and not _honours_penalty(backend):
+        raise ValueError(
+            f"backend {backend!r} does not pass a repetition penalty to its engine "
+            f"(repetition_penalty={sampling.repetition_penalty}); use backend 'hf', or a Sampling without it"
+        )
     if backend == "vllm":
         from .vllm import load_llm, vllm_engine, vllm_generate
 
         if model_path is not None:
             check_source(model_path, "model")
             tokenizer = tokenizer or model_path
+            # vLLM's own "auto" would cast a float32 checkpoint to 16 bits; give it the checkpoint's dtype.
+            try:
+                engine_args = {**engine_args, "dtype": resolve_dtype(model_path, engine_args.get("dtype", "auto"))}
+            except DtypeError as err:
+                raise ModelLoadError(f"could not load model {model_path!r}: {err}") from None
             model = load_llm(model_path, str(tokenizer) if isinstance(tokenizer, str | Path) else None,
                              forcing=forcing, **engine_args)  # fmt: skip
         elif engine_args:
@@ -463,6 +489,16 @@ def _generate_elsewhere(
         if on_batch is not None:
             on_batch(start, batch)
     return results
+
+
+def _honours_penalty(backend: str) -> bool:
+    """Whether the backend applies `Sampling.repetition_penalty` to the proposals (it must never drop it)."""
+    if backend != "vllm":
+        return False  # the HTTP client sends no penalty
+    from .vllm import vllm_sampling_params
+
+    # The adapter passes it on (vLLM then refuses it where its engine cannot put it into the proposal).
+    return vllm_sampling_params(Sampling(repetition_penalty=2.0), 1, None).repetition_penalty == 2.0
 
 
 def _config_eos(model_path: str | None) -> list[int]:

@@ -7,8 +7,11 @@ the forced answer prefix costs one ordinary decoding step per token, with no re-
 re-prefill. A stopping criterion ends rows whose answer budget is spent.
 
 Because the chosen token is the only one left, anything `generate` applies after the processor
-(temperature, top-p, ...) cannot change it; processors that run before it (a repetition penalty,
-say) shape the model's proposal, as they would in plain generation.
+(temperature, top-p, ...) cannot change it. What runs before it would shape the model's proposal, so
+the generation config given to `generate` switches every such setting off explicitly: transformers
+fills each setting left unset from the model's generation_config.json (a Qwen2.5-Instruct checkpoint
+would add repetition_penalty 1.05 to a "greedy" run). The `Sampling` is the whole truth; its
+repetition penalty is applied by the processor itself, to the proposal.
 
     forcing = BudgetForcing(tokenizer, "s1", [Budget(max_thinking_tokens=512)] * len(prompts))
     model.generate(**batch, **forcing.generate_kwargs())
@@ -17,6 +20,7 @@ say) shape the model's proposal, as they would in plain generation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +41,94 @@ from .state import BudgetState
 
 DEFAULT_MAX_NEW_TOKENS = 32768  # s1's cap on a whole completion when a budget leaves it open
 
+# Every transformers generation setting that changes the chosen token and has a value that does
+# nothing, at that value. transformers 5 fills a setting left None from the model's generation config.
+NEUTRAL_GENERATION = {
+    "num_beams": 1,
+    "num_return_sequences": 1,
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_k": 50,  # unused without sampling; 50 is the value transformers does not warn about there
+    "top_p": 1.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "length_penalty": 1.0,
+    "guidance_scale": 1.0,
+    "diversity_penalty": 0.0,
+    "num_beam_groups": 1,
+    "min_new_tokens": 0,  # takes precedence over a min_length from the model (giving it to both warns)
+    "remove_invalid_values": False,
+    "renormalize_logits": False,
+    "use_cache": True,
+}
+# Settings whose only "off" is None, which transformers reads as "unset" and fills from the model.
+# They cannot be switched off from the call, so a model whose generation config sets one is refused.
+UNSET_ONLY_OFF = (
+    "sequence_bias",
+    "bad_words_ids",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "exponential_decay_length_penalty",
+    "watermarking_config",
+    "top_h",
+    "penalty_alpha",
+    "constraints",
+    "force_words_ids",
+    "stop_strings",
+)
+
+
+def explicit_generation_config(sampling: Sampling | None = None, **fields: Any) -> GenerationConfig:
+    """A `GenerationConfig` with every token-choosing setting given, so none comes from the model.
+
+    With a sampling `sampling`, transformers samples with its temperature, top-k, top-p and min-p (the
+    warpers `Sampling.warpers` lists); otherwise it is greedy. The repetition penalty is always off here:
+    the callers apply `Sampling.penalise` themselves, on each row's own tokens (transformers' processor
+    would also penalise a row's padding). `fields` (max_new_tokens, eos_token_id, ...) are added.
+    """
+    values: dict[str, Any] = dict(NEUTRAL_GENERATION)
+    if sampling is not None and not sampling.greedy:
+        values.update(
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,  # 0: off
+            top_p=sampling.top_p,
+            min_p=0.0 if sampling.min_p is None else sampling.min_p,  # min-p 0 removes nothing
+        )
+    values.update(fields)
+    return GenerationConfig(**values)
+
+
+def check_generation_defaults(model: Any) -> None:
+    """Refuse a model whose generation config sets what no call can switch off (see UNSET_ONLY_OFF)."""
+    config = getattr(model, "generation_config", None)
+    found = {name: getattr(config, name, None) for name in UNSET_ONLY_OFF}
+    found = {name: value for name, value in found.items() if value is not None}
+    if found:
+        settings = ", ".join(f"{name}={value!r}" for name, value in found.items())
+        raise ValueError(
+            f"the model's generation config sets {settings}: transformers would apply it on top of the sampling "
+            "settings and no generate() argument switches it off; set it to None on model.generation_config"
+        )
+
+
+class RowPenalty(LogitsProcessor):
+    """The repetition penalty of `sampling` on each row's own tokens (`padding[r]` leading pads left out)."""
+
+    def __init__(self, sampling: Sampling, padding: Sequence[int] | None = None):
+        self.sampling = sampling
+        self.padding = list(padding) if padding is not None else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.sampling.penalise(input_ids, scores, self.padding)
+
 
 def default_max_new_tokens(tokens: FormatTokens, budget: Budget) -> int:
     """The longest completion `budget` allows, or DEFAULT_MAX_NEW_TOKENS when it is unbounded."""
@@ -47,16 +139,22 @@ def default_max_new_tokens(tokens: FormatTokens, budget: Budget) -> int:
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
-    """Chooses every token of every unfinished row; one instance serves one `generate` call."""
+    """Chooses every token of every unfinished row; one instance serves one `generate` call.
+
+    `padding[r]` is the number of left-padding tokens of row r, kept out of the repetition penalty.
+    """
 
     def __init__(
         self,
         states: Sequence[BudgetState],
         sampling: Sampling,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        padding: Sequence[int] | None = None,
     ):
         self.states = list(states)
-        self.sampling = sampling
+        self.penalty = RowPenalty(sampling, padding)
+        # The penalty is applied once, before the proposal; the draw itself is penalty-free.
+        self.sampling = dataclasses.replace(sampling, repetition_penalty=1.0)
         self.generator = generator
         if isinstance(generator, list | tuple) and len(generator) != len(self.states):
             raise ValueError(f"got {len(generator)} generators for {len(self.states)} rows: give one per row")
@@ -69,6 +167,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         if not live:
             return scores
         asking = [row for row in live if self.states[row].needs_proposal()]
+        # Penalised scores are both the proposal's and, under greedy decoding, what generate picks from.
+        scores = self.penalty(input_ids, scores)
         if self.sampling.greedy:
             # One argmax over the batch serves as every row's proposal, and as what generate will pick.
             best = first_argmax(scores).tolist()
@@ -146,6 +246,8 @@ class BudgetForcing:
         max_new_tokens: a hard cap on each completion; default: the longest each budget allows.
         generator: random generator for sampling (for reproducible draws), or one per row, so that
             each row's draws are the same whatever rows share its batch.
+        padding: per row, how many left-padding tokens precede its prompt (kept out of the repetition
+            penalty); default: none.
     """
 
     def __init__(
@@ -158,6 +260,7 @@ class BudgetForcing:
         eos_token_ids: Sequence[int] | None = None,
         max_new_tokens: int | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        padding: Sequence[int] | None = None,
     ):
         if isinstance(budgets, Budget):
             raise TypeError("budgets must be a sequence with one Budget per row")
@@ -167,22 +270,19 @@ class BudgetForcing:
         caps = [max_new_tokens or default_max_new_tokens(self.tokens, b) for b in budgets]
         self.states = [BudgetState(self.tokens, b, cap) for b, cap in zip(budgets, caps, strict=True)]
         self.max_new_tokens = max(caps)
-        self.processor = BudgetForcingLogitsProcessor(self.states, self.sampling, generator)
+        self.processor = BudgetForcingLogitsProcessor(self.states, self.sampling, generator, padding)
         self.stopping = BudgetStoppingCriteria(self.states)
 
     def generation_config(self) -> GenerationConfig:
-        """Greedy selection over the processor's one-hot choice; sampling happens in the processor."""
+        """Greedy selection over the processor's one-hot choice; sampling happens in the processor.
+
+        Every other setting is given explicitly (off), so nothing comes from the model's generation config.
+        """
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = min(self.tokens.eos)
-        return GenerationConfig(
-            do_sample=False,
-            max_new_tokens=self.max_new_tokens,
-            eos_token_id=sorted(self.tokens.eos),
-            pad_token_id=pad,
-            temperature=None,
-            top_p=None,
-            top_k=None,
+        return explicit_generation_config(
+            max_new_tokens=self.max_new_tokens, eos_token_id=sorted(self.tokens.eos), pad_token_id=pad
         )
 
     def generate_kwargs(self) -> dict[str, Any]:

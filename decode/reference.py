@@ -61,8 +61,9 @@ def reference_generate(
     def propose() -> int:
         if len(out) >= max_new_tokens:
             raise _Full
-        logits = next_logits(list(prompt_ids) + out)
-        return int(sampling.propose(logits[None], generator)[0])
+        sequence = list(prompt_ids) + out
+        logits = next_logits(sequence)
+        return int(sampling.propose(logits[None], generator, torch.tensor([sequence]))[0])
 
     def emit_forced(forced: tuple[tuple[int, str], ...]) -> None:
         nonlocal answer_start

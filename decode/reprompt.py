@@ -26,6 +26,7 @@ import torch
 
 from .budget import Budget
 from .formats import FormatTokens
+from .hf import RowPenalty, check_generation_defaults, explicit_generation_config
 from .sampling import Sampling
 from .state import BudgetState, BudgetSummary
 
@@ -122,9 +123,12 @@ def hf_engine(model: Any, pad_token_id: int, sampling: Sampling | None = None) -
     """An engine over a transformers causal LM: one batched `generate` call per round.
 
     Rows are left-padded; each is cut at its own `max_tokens` and first stop token, so the batch
-    gives every row what a call of its own would (exactly so under greedy decoding).
+    gives every row what a call of its own would (exactly so under greedy decoding). Every generation
+    setting is given explicitly from `sampling`, so nothing comes from the model's generation config,
+    and the repetition penalty sees each row's own tokens, not its padding.
     """
     sampling = sampling or Sampling()
+    check_generation_defaults(model)
     device = next(model.parameters()).device
 
     @torch.no_grad()
@@ -139,17 +143,12 @@ def hf_engine(model: Any, pad_token_id: int, sampling: Sampling | None = None) -
         seeds = [r.seed for r in requests if r.seed is not None]
         if seeds:
             torch.manual_seed(seeds[0])
+        config = explicit_generation_config(
+            sampling, max_new_tokens=max(r.max_tokens for r in requests), eos_token_id=stops, pad_token_id=pad_token_id
+        )
+        penalty = [RowPenalty(sampling, [width - len(r.prompt_ids) for r in requests])] if sampling.penalised else []
         out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max(r.max_tokens for r in requests),
-            eos_token_id=stops,
-            pad_token_id=pad_token_id,
-            do_sample=not sampling.greedy,
-            temperature=sampling.temperature if not sampling.greedy else None,
-            top_p=sampling.top_p if not sampling.greedy else None,
-            top_k=sampling.top_k or None if not sampling.greedy else None,
-            min_p=sampling.min_p if not sampling.greedy else None,
+            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config, logits_processor=penalty
         )
         results = []
         for row, r in enumerate(requests):

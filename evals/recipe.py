@@ -46,7 +46,8 @@ class EvalRecipe:
         benchmarks: preset names or mappings (see `BenchmarkSpec`).
         methods: control methods (see `MethodSpec`).
         samples: runs per problem and point (pass@1 is their mean).
-        sampling: temperature, top_p, top_k, min_p for the methods that do not set their own.
+        sampling: temperature, top_p, top_k, min_p, repetition_penalty for the methods that do not set
+            their own; or "model": the checkpoint's generation_config.json (`Sampling.from_generation_config`).
         max_tokens: hard cap on each completion (thinking and answer).
         max_answer_tokens: tokens allowed after the end of thinking. Default none: the answer runs to
             end-of-sequence or the end of the generation window (`max_tokens`), as in s1's harness.
@@ -182,7 +183,11 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     if len(set(labels)) != len(labels):
         raise RecipeError(f"{source}: methods: two methods share a label {labels}; give them distinct 'label's")
     try:
-        values["sampling"] = Sampling(**(data.get("sampling") or {}))
+        if data.get("sampling") == "model":  # the checkpoint's generation_config.json, on every backend
+            folder = data.get("tokenizer") if data.get("backend") == "openai" else None
+            values["sampling"] = Sampling.from_generation_config(folder or data["model"])
+        else:
+            values["sampling"] = Sampling(**(data.get("sampling") or {}))
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{source}: sampling: {err}") from None
     if "instruction" in data:

@@ -24,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
+from decode.dtype import resolve_dtype
 
 from .benchmarks import BenchmarkSpec, Problem, load_problems
 from .grading import Answer, Grader
@@ -186,7 +187,8 @@ def drop_partial_line(path: Path) -> None:
 
 def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
     info_path = folder / RUN_INFO
-    info = {"fingerprint": recipe.fingerprint(), "recipe": recipe.source, "model": recipe.model}
+    info = {"fingerprint": recipe.fingerprint(), "recipe": recipe.source, "model": recipe.model,
+            "dtype": run_dtype(recipe)}  # fmt: skip
     if info_path.exists():
         try:
             old = json.loads(info_path.read_bytes().decode("utf-8"))
@@ -194,7 +196,7 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
             old = None
         if not isinstance(old, dict):
             raise RunError(f"{info_path}: not a valid run description (a JSON object); delete the run folder")
-        if old.get("fingerprint") != info["fingerprint"]:
+        if old.get("fingerprint") != info["fingerprint"] or old.get("dtype", info["dtype"]) != info["dtype"]:
             raise RunError(
                 f"{folder} holds a run with other generation settings (recipe {old.get('recipe')}, model "
                 f"{old.get('model')}); use another output_dir or delete that folder"
@@ -202,6 +204,17 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2))
+
+
+def run_dtype(recipe: EvalRecipe) -> str | None:
+    """The dtype the model runs in (`auto`: the checkpoint's own, as decode resolves it); None: a server's."""
+    if recipe.backend == "openai":
+        return None
+    requested = recipe.engine_args.get("dtype", recipe.dtype) if recipe.backend == "vllm" else recipe.dtype
+    try:
+        return resolve_dtype(recipe.model, requested)
+    except ValueError as err:
+        raise RunError(f"{recipe.source}: dtype: {err}") from None
 
 
 def engine_args(recipe: EvalRecipe) -> dict[str, Any] | None:

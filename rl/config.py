@@ -47,7 +47,9 @@ class LCPORecipe:
         prompts: how questions become "Think for N tokens." prompts (`PromptSettings`).
         reward: LCPO's reward settings (`RewardSettings`).
         grading: `evals.Grader` settings: workers, timeout_s, memory_mb.
-        trainer: trl `GRPOConfig` settings (learning_rate, num_generations, beta, use_vllm, ...).
+        trainer: trl `GRPOConfig` settings (learning_rate, num_generations, beta, use_vllm, ...);
+            `sampling: model` there sets temperature, top_p, top_k, min_p and repetition_penalty from the
+            checkpoint's generation_config.json.
         resume: continue from the last checkpoint in output_dir when there is one.
     """
 
@@ -69,11 +71,37 @@ class LCPORecipe:
         from trl import GRPOConfig
 
         values = {"output_dir": self.output_dir, "seed": self.seed, **self.trainer}
+        if "sampling" in values:  # "model": the checkpoint's generation_config.json, in trl's fields
+            if values.pop("sampling") != "model":
+                raise RecipeError(f"{self.source}: trainer: sampling must be 'model' (or set temperature, top_p, ...)")
+            recommended = model_sampling(self.model, self.source)
+            if set(recommended) & set(values):
+                raise RecipeError(f"{self.source}: trainer: sampling: model sets {', '.join(sorted(recommended))}")
+            values.update(recommended)
         values.setdefault("model_init_kwargs", {"dtype": self.dtype})
         try:
             return GRPOConfig(**values)
         except (TypeError, ValueError) as err:
             raise RecipeError(f"{self.source}: trainer: {err}") from None
+
+
+def model_sampling(model: str, source: str) -> dict[str, Any]:
+    """GRPOConfig's sampling fields from the checkpoint's recommendation (GRPO samples: greedy is refused)."""
+    from decode import Sampling
+
+    try:
+        sampling = Sampling.from_generation_config(model)
+    except ValueError as err:
+        raise RecipeError(f"{source}: trainer: sampling: {err}") from None
+    if sampling.greedy:
+        raise RecipeError(f"{source}: trainer: sampling: model: {model}'s generation config is greedy; GRPO samples")
+    return {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
 
 
 def _section(source: str, name: str, values: Any, cls: type) -> Any:
