@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .budget import Budget, BudgetError
 from .formats import FormatError, get_format
 from .generate import ModelLoadError, check_source, generate, load_model, load_tokenizer
+from .openai_client import ClientSettingsError, ServerError
 from .sampling import Sampling
 
 BUDGET_FIELDS = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
@@ -229,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (InputError, FormatError, ModelLoadError, BudgetError) as err:
+    except (InputError, FormatError, ModelLoadError, BudgetError, ClientSettingsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ServerError as err:  # the server failed or answered something unusable: progress is kept
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
