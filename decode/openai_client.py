@@ -69,12 +69,12 @@ class Completion:
 
 # -- a deadline for each attempt, from connecting to the last byte ------------------------------
 
-_attempt = threading.local()  # .deadline: time.monotonic() by which this thread's attempt must end
+_this_thread = threading.local()  # .deadline: time.monotonic() by which this thread's attempt must end
 
 
 def _time_left(timeout: float | None) -> float | None:
     """The socket timeout for the next operation: the phase's own, cut to what the deadline leaves."""
-    deadline = getattr(_attempt, "deadline", None)
+    deadline = getattr(_this_thread, "deadline", None)
     if deadline is None:
         return timeout
     left = deadline - time.monotonic()
@@ -240,25 +240,27 @@ class CompletionsClient:
     @property
     def model(self) -> str:
         if self._model is None:
-            listed = self._request("GET", "/models").get("data") or []
-            if not listed:
+            answer = self._request("GET", "/models")
+            listed = answer.get("data") if isinstance(answer, dict) else None
+            if not listed or not isinstance(listed[0], dict) or not isinstance(listed[0].get("id"), str):
                 raise ServerError(f"{self.base_url}/models lists no model; pass model=")
             self._model = listed[0]["id"]
         return self._model
 
-    def _attempt(self, method: str, url: str, body: dict[str, Any] | None) -> httpx.Response:
-        _attempt.deadline = time.monotonic() + self.timeout_s
+    def _send(self, method: str, url: str, body: dict[str, Any] | None) -> httpx.Response:
+        """One attempt, under its deadline (kept per thread: `complete_many` runs one attempt per thread)."""
+        _this_thread.deadline = time.monotonic() + self.timeout_s
         try:
             return self.http.request(method, url, json=body)
         finally:
-            _attempt.deadline = None
+            _this_thread.deadline = None
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                response = self._attempt(method, url, body)
+                response = self._send(method, url, body)
             except httpx.TimeoutException:
                 if last:
                     raise ServerError(
