@@ -226,8 +226,6 @@ def test_client_backend_on_vllm_serve_matches_the_adapter(served, wide_model, to
         with pytest.raises(ServerError, match="HTTP 400.*min_thinking_tokens"):
             client.complete([1, 2], 2, Sampling(), xargs={"bf_format": "s1", "bf_min_thinking_tokens": -2})
     assert sum(r.waits for r in expected) >= 5 and any(r.forced_end for r in expected)
-    # The server forces <|endoftext|> (the lowest id of the generation config's) when an answer budget runs out.
-    assert any(r.completion_ids[-1] == QWEN_ENDOFTEXT for r in expected)
 
 
 def test_qwen25_instruct_checkpoint_seeded_and_greedy(served):
@@ -235,11 +233,15 @@ def test_qwen25_instruct_checkpoint_seeded_and_greedy(served):
     check_family(url, folder, in_memory_twin(folder, SERVED, SEED), get_format("s1"), FAMILY_BUDGETS)
 
 
-def test_an_end_of_sequence_id_the_client_does_not_know_is_named(served):
+def test_an_end_of_sequence_id_the_client_does_not_know_is_named(served, tokenizers):
     """A client given the bare tokenizer folder counts <|im_end|> only; the server, reading the model's
     generation_config.json, also ends at <|endoftext|> and forces it when the answer budget runs out."""
     url, _ = served
     budget = Budget(max_thinking_tokens=2, max_answer_tokens=2)
+    with CompletionsClient(url) as client:  # what the server sends: its answer ends with <|endoftext|>
+        ids = prompt_ids(tokenizers["s1"], PROMPTS[0], get_format("s1"))
+        raw = client.complete(ids, 16, Sampling(), xargs=to_request_args(get_format("s1"), budget))
+    assert raw.token_ids[-1] == QWEN_ENDOFTEXT and raw.finish_reason == "stop"
     with pytest.raises(ServerError, match=r"prompt 0 of the batch: the server stopped at token 151643.*\[151645\]"):
         generate(url, str(tokenizer_dir("qwen2.5")), PROMPTS[:1], backend="openai", budget=budget)
 
