@@ -41,6 +41,7 @@ from .generate import (
     tokenize_prompts,
     windows_of,
 )
+from .openai_client import ClientSettingsError, ServerError
 from .result import BudgetResult
 from .sampling import Sampling
 
@@ -347,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (InputError, FormatError, ModelLoadError, BudgetError) as err:
+    except (InputError, FormatError, ModelLoadError, BudgetError, ClientSettingsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ServerError as err:  # the server failed or answered something unusable: progress is kept
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -464,8 +464,9 @@ def _generate_elsewhere(
         def run(rows: list[list[int]], chunk: list[Budget], caps: list[int], first: int) -> list:
             first_seed = None if seed is None else seed + first
             return server_generate(
-                model, rows, tokens, chunk, caps, sampling=sampling, seed=first_seed, forcing=forcing
-            )
+                model, rows, tokens, chunk, caps, sampling=sampling, seed=first_seed, forcing=forcing,
+                vocab_size=len(tokenizer),
+            )  # fmt: skip
 
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(str(tokenizer))

@@ -52,8 +52,10 @@ class LoopbackServer:
                     return self.reply(status, {"error": {"message": f"injected failure {status}"}})
                 if body.get("temperature", 1.0) != 0:
                     return self.reply(400, {"error": {"message": "this test server decodes greedily only"}})
-                ids = server.complete(body["prompt"], body["max_tokens"], body.get("stop_token_ids", []))
-                choice = {"text": "", "finish_reason": "stop"}
+                stops = body.get("stop_token_ids", [])
+                ids = server.complete(body["prompt"], body["max_tokens"], stops)
+                stopped = bool(ids) and ids[-1] in {*stops, server.eos}
+                choice = {"text": "", "finish_reason": "stop" if stopped else "length"}
                 if server.token_ids:
                     choice["token_ids"] = ids
                 self.reply(200, {"choices": [choice]})
