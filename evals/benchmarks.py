@@ -245,7 +245,7 @@ def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem
     for index, (where, row) in enumerate(rows):
         if not isinstance(row, dict):
             raise BenchmarkError(f"{where}: expected an object, got {type(row).__name__}")
-        needed = [spec.question, spec.answer, *(spec.options if spec.kind == "gpqa" else spec.options[:1])]
+        needed = [spec.question, spec.answer, *(spec.options[:1] if spec.kind == "choice" else spec.options)]
         missing = [name for name in needed if row.get(name) in (None, "")]
         if missing:
             raise BenchmarkError(
@@ -276,6 +276,11 @@ def _lettered_choice(spec: BenchmarkSpec, where: str, row: dict[str, Any], pid: 
                      gold: str) -> Problem:  # fmt: skip
     """A multiple-choice problem whose letters are the item's own: one per listed option, or those
     the question marks."""
+    if len(spec.options) > 1:
+        raise BenchmarkError(
+            f"benchmark {spec.name!r}: kind 'choice' takes one 'options' field holding a list, got "
+            f"{list(spec.options)}; for one field per option use kind 'gpqa'"
+        )
     if spec.options:
         options = row[spec.options[0]]
         if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):

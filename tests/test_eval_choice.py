@@ -50,6 +50,8 @@ def test_letters_follow_the_options_written_in_the_question(tmp_path):
     path.write_text(json.dumps({"id": 1, "problem": "Which?", "answer": "A", "choices": "red"}))
     with pytest.raises(BenchmarkError, match="field 'choices' must hold a list of 2 to 10 options"):
         load_problems(BenchmarkSpec("mc", path=str(path), kind="choice", options=("choices",)))
+    with pytest.raises(BenchmarkError, match="takes one 'options' field holding a list"):
+        load_problems(BenchmarkSpec("mc", path=str(path), kind="choice", options=("choices", "problem")))
 
 
 @pytest.mark.slow
