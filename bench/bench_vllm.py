@@ -20,6 +20,8 @@ thousands of thinking tokens, and each re-prompt must find them in the prefix ca
 decoding; times are medians over repeats, ratios medians of paired ratios to plain in the same repeat.
 
     python bench/bench_vllm.py [--repeats 5] [--tokens 160] [--json bench/results/vllm.json]
+    python bench/bench_vllm.py --apply-only    # the processor's own cost per step, V1 and V2, batch 1-256
+    python bench/bench_vllm.py --no-maximum --repeats 3   # whole steps, plain vs forced, batch 1-256
 """
 
 from __future__ import annotations
@@ -78,16 +80,17 @@ def earlier_thinking(tokenizer, n: int) -> list[int]:
     return (ids * (n // len(ids) + 1))[:n]
 
 
-def apply_cost(batch: int, steps: int = 300) -> float:
-    """Median CPU milliseconds of one `apply` call of the processor on a batch of greedy rows in
-    thinking (no engine: the processor alone, on logits of the real vocabulary size). CPU time of one
-    thread, not wall time: on a shared machine a sub-millisecond call's wall time measures the
-    scheduler, not the call."""
+def apply_cost(batch: int, runner: str, steps: int = 200) -> tuple[float, float]:
+    """Median CPU milliseconds of one `apply` call of the processor (Model Runner `runner`, "V1" or "V2")
+    on a batch of greedy rows in thinking, and of the argmax vLLM's sampler takes of the same logits
+    (the same-run baseline: the work a plain greedy step does there). No engine: the processor alone,
+    on logits of the real vocabulary size, driven as the runner drives it. CPU time of one thread, not
+    wall time: on a shared machine a sub-millisecond call's wall time measures the scheduler."""
     from types import SimpleNamespace
 
+    import numpy as np
     import torch
     from vllm import SamplingParams
-    from vllm.v1.sample.logits_processor import BatchUpdate
 
     from decode import Budget, get_format
     from decode.request_args import to_request_args
@@ -97,26 +100,59 @@ def apply_cost(batch: int, steps: int = 300) -> float:
     config = SimpleNamespace(
         speculative_config=None, model_config=SimpleNamespace(model=tokenizer, tokenizer=tokenizer)
     )
-    processor = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thread_time counts this thread only
     budget = Budget(max_thinking_tokens=10**6)
     params = SamplingParams(temperature=0, max_tokens=10**7, extra_args=to_request_args(get_format("s1"), budget))
     outputs: list[list[int]] = [[] for _ in range(batch)]
-    processor.update_state(BatchUpdate(batch, [], [(i, params, [1], outputs[i]) for i in range(batch)], []))
+    if runner == "V1":
+        from vllm.v1.sample.logits_processor import BatchUpdate
+
+        processor = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
+        processor.update_state(BatchUpdate(batch, [], [(i, params, [1], outputs[i]) for i in range(batch)], []))
+
+        def call(scores):
+            return processor.apply(scores)
+
+    else:
+        import vllm.v1.worker.gpu.buffer_utils as buffer_utils
+        from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsContext, LogitsProcRequestState
+        from vllm.v1.worker.gpu.states import RequestState
+
+        buffer_utils.is_uva_available = lambda: False  # no pinned memory on a CPU: vLLM's own fallback
+        states = RequestState(batch, 64, 64, 0, 151936, torch.device("cpu"))
+        processor = VLLMBudgetForcingProcessor(config, LogitsProcRequestState.from_request_state(states))
+        for i in range(batch):
+            states.add_request(f"r{i}", 1, [1], 0, 10**7)
+            processor.add_request(states.req_id_to_index[f"r{i}"], params)
+        states.prompt_len.copy_to_uva()
+        states.prefill_len.copy_to_uva()
+        slots = np.array([states.req_id_to_index[f"r{i}"] for i in range(batch)], dtype=np.int32)
+        mapping = torch.from_numpy(slots)
+        seq_lens = np.full(batch, 2, dtype=np.int32)
+
+        def call(scores):
+            seq_lens[:] += 1
+            ctx = LogitsContext(
+                mapping, mapping, slots, torch.zeros(batch), torch.zeros(batch), torch.zeros(batch), seq_lens
+            )
+            return processor.apply(scores, ctx)
+
     logits = torch.randn(batch, 151936, generator=torch.Generator().manual_seed(0))
-    times = []
-    for step in range(steps + 200):
+    times, baseline = [], []
+    for step in range(steps + 100):
         scores = logits.roll(step, dims=1)
         start = time.thread_time()
-        scores = processor.apply(scores)
-        if step >= 200:  # the first calls load the tokenizer and warm the allocator
-            times.append(time.thread_time() - start)
-        chosen = scores.argmax(dim=-1).tolist()  # vLLM's sampler, not timed
+        scores = call(scores)
+        middle = time.thread_time()
+        chosen = scores.argmax(dim=-1).tolist()  # vLLM's sampler: the baseline
+        if step >= 100:  # the first calls load the tokenizer and warm the allocator
+            times.append(middle - start)
+            baseline.append(time.thread_time() - middle)
         for row, token in enumerate(chosen):
             outputs[row].append(token)
     torch.set_num_threads(threads)
-    return statistics.median(times) * 1e3
+    return statistics.median(times) * 1e3, statistics.median(baseline) * 1e3
 
 
 def build_engine(folder: Path, fmt, max_len: int):
@@ -147,6 +183,12 @@ def main() -> None:
     parser.add_argument("--max-thinking", type=int, default=64, help="the maximum in the maximum-only comparison")
     parser.add_argument("--waits", type=int, nargs="+", default=[2, 8, 32])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--apply-batches", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument(
+        "--step-batches", type=int, nargs="*", default=[1, 8, 64, 256], help="whole steps: plain vs forced"
+    )
+    parser.add_argument("--step-tokens", type=int, default=24, help="generated tokens per sequence, whole steps")
+    parser.add_argument("--no-maximum", action="store_true", help="stop after the whole-step comparison")
     parser.add_argument("--contexts", type=int, nargs="+", default=[0, 2048])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--apply-only", action="store_true", help="only the processor's own cost per step")
@@ -185,11 +227,13 @@ def main() -> None:
 
     plain = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True, detokenize=False)
 
-    print("\nthe processor alone (greedy rows in thinking, 151,936-token vocabulary):")
-    for batch in args.batches:
-        ms = apply_cost(batch)
-        figures.append(dict(kind="apply", batch=batch, apply_ms=ms))
-        print(f"  batch {batch}: {ms:.3f} ms of CPU per step", flush=True)
+    print("\nthe processor alone (greedy rows in thinking, 151,936-token vocabulary, one thread):")
+    print(f"{'runner':>6} {'batch':>5} | {'apply ms':>8} {'argmax ms':>9} {'apply/argmax':>12}")
+    for runner in ("V1", "V2"):
+        for batch in args.apply_batches:
+            ms, base = apply_cost(batch, runner)
+            figures.append(dict(kind="apply", runner=runner, batch=batch, apply_ms=ms, argmax_ms=base))
+            print(f"{runner:>6} {batch:>5} | {ms:>8.3f} {base:>9.3f} {ms / base:>11.3f}x", flush=True)
     if args.apply_only:
         write(args.json, figures)
         return
@@ -197,6 +241,48 @@ def main() -> None:
     # -- the maximum: built-in thinking_token_budget against the processor -------------------------
     folder = save_tiny_model(workdir / "free", tokenizer_dir, {}, seed=0)
     llm = build_engine(folder, fmt, max_len)
+    if args.step_batches:
+        # -- whole steps at GPU batch sizes: greedy rows thinking freely, plain against forced --------
+        m = args.step_tokens
+        free = Budget(max_thinking_tokens=10**6)
+        forced_params = SamplingParams(
+            temperature=0, max_tokens=m, ignore_eos=True, detokenize=False, extra_args=to_request_args(fmt, free)
+        )
+        plain_params = SamplingParams(temperature=0, max_tokens=m, ignore_eos=True, detokenize=False)
+        print(f"\nwhole steps ({m} tokens a sequence, greedy, thinking throughout):")
+        print(f"{'batch':>5} | {'plain ms/step':>13} {'forced ms/step':>14} {'forced/plain':>12}")
+        for batch in args.step_batches:
+            rows = [
+                prompt_ids(tokenizer, [{"role": "user", "content": f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"}], fmt)
+                for i in range(batch)
+            ]
+            times, out = interleaved(
+                {
+                    "plain": lambda rows=rows: run(llm, rows, plain_params),
+                    "forced": lambda rows=rows: run(llm, rows, forced_params),
+                },
+                args.repeats,
+            )
+            assert out["plain"] == out["forced"], "a freely thinking forced row must follow the model"
+            row = dict(
+                kind="step",
+                batch=batch,
+                tokens=m,
+                plain_ms_per_step=statistics.median(times["plain"]) / m * 1e3,
+                forced_ms_per_step=statistics.median(times["forced"]) / m * 1e3,
+                forced_ratio=paired_ratio(times["forced"], times["plain"]),
+            )
+            figures.append(row)
+            print(
+                f"{batch:>5} | {row['plain_ms_per_step']:>13.2f} {row['forced_ms_per_step']:>14.2f} "
+                f"{row['forced_ratio']:>11.3f}x",
+                flush=True,
+            )
+        if args.no_maximum:
+            llm.llm_engine.engine_core.shutdown()
+            write(args.json, figures)
+            return
+
     t = args.max_thinking
     builtin = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True, detokenize=False, thinking_token_budget=t)
     budget = Budget(max_thinking_tokens=t, max_answer_tokens=n - t - len(tokens.force))

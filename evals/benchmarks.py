@@ -180,7 +180,7 @@ def read_json_lines(path: Path, error: type[Exception] = BenchmarkError, keep_ba
     """(where, row) pairs of a JSON lines file, blank lines skipped; see `read_file_rows`."""
     rows: list[tuple[str, Any]] = []
     # Lines are split on bytes: a JSON string may hold U+2028, which str.splitlines would break on.
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, raw in enumerate(path.read_bytes().removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
         where = f"{path}: line {number}"
         try:
             line = decode_line(raw, where, error)

@@ -19,10 +19,11 @@ GRADING_KEYS = ("workers", "timeout_s", "memory_mb")
 
 
 def read_utf8(path: Path, error: type[Exception]) -> str:
-    """A file's text; bytes that are not UTF-8 raise `error` naming the file, line and byte offset."""
+    """A file's text (a byte-order mark at its start dropped); bytes that are not UTF-8 raise `error`
+    naming the file, line and byte offset."""
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise error(

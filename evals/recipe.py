@@ -154,27 +154,12 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     for name in ("model", "output_dir", "benchmarks", "methods"):
         if not data.get(name):
             raise RecipeError(f"{source}: '{name}' is required")
-    wrong = type_problem(EvalRecipe, {k: v for k, v in data.items() if k not in ("benchmarks", "methods", "sampling")})
-    for name in ("benchmarks", "methods"):
-        if not isinstance(data[name], list):
-            wrong = wrong or f"{name} expects a list, got {data[name]!r}"
-    for index, entry in enumerate(data["methods"] if isinstance(data["methods"], list) else []):
-        if isinstance(entry, dict):
-            wrong = wrong or type_problem(MethodSpec, entry, f"methods[{index}].")
-    if isinstance(data.get("sampling"), dict):
-        wrong = wrong or type_problem(Sampling, data["sampling"], "sampling.")
-    elif data.get("sampling") is not None:
-        wrong = wrong or f"sampling expects a mapping (temperature, top_p, top_k, min_p), got {data['sampling']!r}"
-    if wrong:
-        raise RecipeError(f"{source}: {wrong}")
+    _check_types(data, source)
     values = dict(data)
     try:
         values["benchmarks"] = [resolve_spec(b) for b in data["benchmarks"]]
     except BenchmarkError as err:
         raise RecipeError(f"{source}: benchmarks: {err}") from None
-    names = [spec.name for spec in values["benchmarks"]]
-    if len(set(names)) != len(names):
-        raise RecipeError(f"{source}: benchmarks: two benchmarks share a name {names}; their samples would mix")
     try:
         values["methods"] = [MethodSpec.from_dict(m) for m in data["methods"]]
     except (MethodError, TypeError) as err:
@@ -191,33 +176,11 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{source}: sampling: {err}") from None
     if "instruction" in data:
-        unknown = sorted(set(data["instruction"] or {}) - set(INSTRUCTIONS))
-        if unknown:
-            raise RecipeError(
-                f"{source}: instruction: unknown problem kind(s) {unknown}; known: {', '.join(INSTRUCTIONS)}"
-            )
         values["instruction"] = {**INSTRUCTIONS, **(data["instruction"] or {})}
     for name in ("samples", "batch_size", "max_tokens"):
         if name in data and (not isinstance(data[name], int) or data[name] < 1):
             raise RecipeError(f"{source}: {name} must be a positive integer, got {data[name]!r}")
-    if data.get("max_answer_tokens") is not None and data["max_answer_tokens"] < 1:
-        raise RecipeError(f"{source}: max_answer_tokens expects an integer >= 1 (tokens after the end of thinking) "
-                          f"or null (no limit), got {data['max_answer_tokens']!r}")  # fmt: skip
-    for method in values["methods"]:
-        if method.budgets and method.min_thinking > min(method.budgets):
-            raise RecipeError(
-                f"{source}: methods: method {method.label!r}: min_thinking {method.min_thinking} is above its "
-                f"smallest budget {min(method.budgets)}, so that budget could not hold it"
-            )
-    try:
-        get_format(values.get("format", "s1"))
-    except FormatError as err:
-        raise RecipeError(f"{source}: format: {err}") from None
-    problem = grading_problem(data.get("grading")) or dtype_problem(values.get("dtype", "auto"))
-    problem = problem or device_problem(values.get("device"))
-    problem = problem or output_dir_problem(str(data["output_dir"]))
-    if problem:
-        raise RecipeError(f"{source}: {problem}")
+    _check_values(values, source)
     reserve = data.get("answer_reserve", "auto")
     if reserve not in ("auto", None) and (isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 1):
         raise RecipeError(f"{source}: answer_reserve must be 'auto', a positive integer or null, got {reserve!r}")
@@ -239,3 +202,50 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
     recipe = EvalRecipe(**values)
     recipe.source = source
     return recipe
+
+
+def _check_types(data: dict[str, Any], source: str) -> None:
+    """Each setting's type against its annotation (methods and sampling by their own classes)."""
+    skip = ("benchmarks", "methods", "sampling")
+    empty = ("instruction", "engine_args", "grading")  # left empty in YAML: the defaults
+    wrong = type_problem(EvalRecipe, {k: v for k, v in data.items() if k not in skip and (k not in empty or v)})
+    for name in ("benchmarks", "methods"):
+        if not isinstance(data[name], list):
+            wrong = wrong or f"{name} expects a list, got {data[name]!r}"
+    for index, entry in enumerate(data["methods"] if isinstance(data["methods"], list) else []):
+        if isinstance(entry, dict):
+            wrong = wrong or type_problem(MethodSpec, entry, f"methods[{index}].")
+    if isinstance(data.get("sampling"), dict):
+        wrong = wrong or type_problem(Sampling, data["sampling"], "sampling.")
+    elif data.get("sampling") is not None:
+        wrong = wrong or f"sampling expects a mapping (temperature, top_p, top_k, min_p), got {data['sampling']!r}"
+    if wrong:
+        raise RecipeError(f"{source}: {wrong}")
+
+
+def _check_values(values: dict[str, Any], source: str) -> None:
+    """Values of the right type that a run would still fail on, or quietly read otherwise."""
+    names = [spec.name for spec in values["benchmarks"]]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{source}: benchmarks: two benchmarks share a name {names}; their samples would mix")
+    unknown = sorted(set(values.get("instruction") or {}) - set(INSTRUCTIONS))
+    if unknown:
+        raise RecipeError(f"{source}: instruction: unknown problem kind(s) {unknown}; known: {', '.join(INSTRUCTIONS)}")
+    answer = values.get("max_answer_tokens")
+    if answer is not None and answer < 1:
+        raise RecipeError(f"{source}: max_answer_tokens expects an integer >= 1 (tokens after the end of thinking) "
+                          f"or null (no limit), got {answer!r}")  # fmt: skip
+    for method in values["methods"]:
+        if method.budgets and method.min_thinking > min(method.budgets):
+            raise RecipeError(
+                f"{source}: methods: method {method.label!r}: min_thinking {method.min_thinking} is above its "
+                f"smallest budget {min(method.budgets)}, so that budget could not hold it"
+            )
+    try:
+        get_format(values.get("format", "s1"))
+    except FormatError as err:
+        raise RecipeError(f"{source}: format: {err}") from None
+    problem = grading_problem(values.get("grading")) or dtype_problem(values.get("dtype", "auto"))
+    problem = problem or device_problem(values.get("device")) or output_dir_problem(str(values["output_dir"]))
+    if problem:
+        raise RecipeError(f"{source}: {problem}")

@@ -229,6 +229,14 @@ def test_lists_of_answers_and_numbers_still_read(tmp_path):
     assert [p.gold for p in problems] == ["1, 2", "27"]
 
 
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    rows = [{"problem": "q", "answer": "1"}]
+    (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows[0]).encode() + b"\n")
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    for name in ("b.jsonl", "b.json"):
+        assert [p.gold for p in load_problems(BenchmarkSpec("b", path=str(tmp_path / name), id=None))] == ["1"]
+
+
 def test_a_json_string_holding_a_line_separator_stays_one_row(tmp_path):
     bench = tmp_path / "b.jsonl"
     rows = [{"problem": "first\u2028part", "answer": "1"}, {"problem": "second", "answer": "2"}]

