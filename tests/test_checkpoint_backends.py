@@ -74,6 +74,7 @@ def test_a_bfloat16_checkpoint_runs_bfloat16_on_both_and_the_output_says_so(tmp_
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
 
+    release_llms()  # the last family's engine, kept by the module's fixture
     folder = save_checkpoint(tmp_path / "bf16", FAMILIES["qwen3"], torch.bfloat16)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": [{"role": "user", "content": "Is 91 prime?"}]}) + "\n")
@@ -87,7 +88,7 @@ def test_a_bfloat16_checkpoint_runs_bfloat16_on_both_and_the_output_says_so(tmp_
             assert main(argv) == 0
             [row] = [json.loads(line) for line in out.read_text().splitlines()]
             assert row["dtype"] == "bfloat16"
-        [llm] = decode.vllm._engines.values()
+        [llm] = [engine for key, engine in decode.vllm._engines.items() if key[0] == str(folder)]
         assert engine_dtype(llm) == "bfloat16"
         assert model_dtype(load_model(str(folder), device="cpu")) == "bfloat16"
     finally:
