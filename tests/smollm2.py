@@ -4,11 +4,10 @@
     python -m tests.smollm2 runs/models/smollm2-135m-instruct     # what `make smollm2` runs
 
 The GGUF file is Q4_1-quantized; transformers (with the `gguf` package) dequantizes it to float32 on
-load. The folder written here is what every backend then reads: transformers, vLLM (which cannot read
-this GGUF's tokenizer and quantization as well as transformers does) and the tests. The GGUF carries
-the chat template (ChatML, with a default system prompt) but no generation config: the
-generation_config.json saved here holds only the token ids transformers derives from the model config
-(bos 1, eos 2, pad 2), no sampling defaults.
+load. The folder written here is what every backend then reads: transformers, vLLM and the tests,
+all from the same float32 weights. The GGUF carries the chat template (ChatML, with a default system
+prompt) but no generation config: the generation_config.json saved here holds only the token ids
+transformers derives from the model config (bos 1, eos 2, pad 2), no sampling defaults.
 
 The conversion writes into a temporary folder beside the destination and renames it into place at
 the end, so an interrupted conversion never leaves a folder that looks complete.
