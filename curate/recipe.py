@@ -31,7 +31,7 @@ from .cap import CapSettings
 from .decontaminate import DecontaminateSettings
 from .difficulty import DifficultySettings, ReferenceModel
 from .domains import DomainSettings
-from .generation import ModelSpec
+from .generation import NO_FORMAT, ModelSpec
 from .ingest import SourceSpec
 from .quality import QualityRule, QualitySettings
 from .schema import CurateError
@@ -133,7 +133,8 @@ def model_problem(spec: ModelSpec) -> str | None:
         return f"model {spec.name!r}: max_answer_tokens expects an integer >= 1 or null, got {spec.max_answer_tokens}"
     try:
         decode.Budget(max_thinking_tokens=spec.max_thinking_tokens, max_answer_tokens=spec.max_answer_tokens)
-        decode.get_format(spec.format)
+        if spec.format != NO_FORMAT:
+            decode.get_format(spec.format)
         decode.Sampling(temperature=spec.temperature, top_p=spec.top_p)
     except (decode.BudgetError, decode.FormatError, ValueError) as err:
         return f"model {spec.name!r}: {err}"
@@ -172,7 +173,11 @@ def difficulty_problem(settings: DifficultySettings) -> str | None:
 
 
 # Checks run on a settings object once built (the classes check the rest themselves).
-CHECKS: dict[type, Any] = {ModelSpec: model_problem, DifficultySettings: difficulty_problem}
+CHECKS: dict[type, Any] = {
+    ModelSpec: model_problem,
+    ReferenceModel: model_problem,
+    DifficultySettings: difficulty_problem,
+}
 
 
 def parse_stages(entries: Any, where: str) -> list[StageSpec]:

@@ -235,12 +235,6 @@ def _check_values(values: dict[str, Any], source: str) -> None:
     if answer is not None and answer < 1:
         raise RecipeError(f"{source}: max_answer_tokens expects an integer >= 1 (tokens after the end of thinking) "
                           f"or null (no limit), got {answer!r}")  # fmt: skip
-    for method in values["methods"]:
-        if method.budgets and method.min_thinking > min(method.budgets):
-            raise RecipeError(
-                f"{source}: methods: method {method.label!r}: min_thinking {method.min_thinking} is above its "
-                f"smallest budget {min(method.budgets)}, so that budget could not hold it"
-            )
     try:
         get_format(values.get("format", "s1"))
     except FormatError as err:

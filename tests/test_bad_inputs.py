@@ -135,7 +135,7 @@ def write_yaml(path: Path, data: dict) -> Path:
         ({"methods": [{"method": "rejection_sampling", "budgets": [8], "temperature": "warm"}]},
          "methods[0].temperature expects a number, got 'warm'"),
         ({"methods": [{"method": "budget_forcing", "budgets": [8], "min_thinking": 100}]},
-         "min_thinking 100 is above its smallest budget 8"),
+         "min_thinking (100) is above the budget 8"),
     ],
 )  # fmt: skip
 def test_evals_settings_of_the_wrong_kind_say_what_was_expected(tmp_path, eval_recipe, capsys, change, message):
@@ -372,7 +372,7 @@ def curate_error(tmp_path, recipe: dict) -> str:
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ({"max_thinking_tokens": -3}, "model 'ref': max_thinking_tokens must be >= 0, got -3"),
+        ({"format": "s1", "max_thinking_tokens": -3}, "model 'ref': max_thinking_tokens must be >= 0, got -3"),
         ({"format": "nosuch"}, "model 'ref': unknown thinking format 'nosuch'"),
         ({"max_thinking_tokens": "many"}, "max_thinking_tokens expects an integer or null, got 'many'"),
         ({"temperature": -1}, "model 'ref': temperature must be >= 0"),
