@@ -221,7 +221,7 @@ def tokenize_prompts(
         try:
             rows.append(prompt_ids(tokenizer, prompt, fmt, chat_template_kwargs))
         except ValueError as err:  # e.g. a template that closed thinking before it began
-            raise PromptError(index, str(err)) from None
+            raise PromptError(index, f"cannot be rendered: {err}") from None
     if context is not None:
         for index, (ids, window) in enumerate(zip(rows, windows, strict=True)):
             if len(ids) + (window or 1) > context:

@@ -275,7 +275,9 @@ def _run_pending(
 ) -> None:
     """Generate, grade and append the jobs not done yet, a chunk at a time (each chunk saved whole)."""
     fmt = get_format(recipe.format)
-    cap = recipe.thinking_cap(len(tokenizer.encode(fmt.force, add_special_tokens=False)))
+    cap = None  # only budgets with no maximum take the cap, so only they need the window to hold one
+    if any(job.budget.max_thinking_tokens is None for job in pending):
+        cap = recipe.thinking_cap(len(tokenizer.encode(fmt.force, add_special_tokens=False)))
     bar = tqdm(total=total, initial=total - len(pending), desc="eval", unit="run", disable=not progress)
     with samples_path.open("a", encoding="utf-8") as out:
         for group in batches(pending, recipe.batch_size * 4):

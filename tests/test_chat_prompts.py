@@ -117,7 +117,8 @@ def test_decode_command_line_passes_chat_template_kwargs(qwen3, s1_model_dir, tm
             "--output", str(tmp_path / "out.jsonl"), "--format", "think", "--max-thinking", "4",
             "--max-new-tokens", "8"]  # fmt: skip
     assert main([*args, "--chat-template-kwargs", '{"enable_thinking": false}']) == 2
-    assert f"{rows}: row 1: the prompt already ends with a closed thinking block" in capsys.readouterr().err
+    expected = f"{rows}: row 1: 'prompt' cannot be rendered: the prompt already ends with a closed thinking block"
+    assert expected in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
     assert main([*args, "--chat-template-kwargs", '{"enable_thinking": true}']) == 0
     assert json.loads((tmp_path / "out.jsonl").read_text())["thinking_tokens"] <= 4
@@ -254,6 +255,7 @@ def test_evaluation_sends_one_bos_and_one_opener(r1, qwen3, model, s1_model_dir,
     import evals.runner
     from evals import run
     from evals.recipe import recipe_from_dict
+    from evals.runner import RunError
 
     if not (EVAL_DATA / "math500.jsonl").exists():
         pytest.skip(f"real benchmark files not found in {EVAL_DATA}")
@@ -278,7 +280,7 @@ def test_evaluation_sends_one_bos_and_one_opener(r1, qwen3, model, s1_model_dir,
     # Qwen3: the recipe's chat_template_kwargs reach the template (closed thinking cannot be budgeted).
     recipe.update(tokenizer=str(tokenizer_dir("qwen3")), output_dir=str(tmp_path / "qwen3"),
                   chat_template_kwargs={"enable_thinking": False})  # fmt: skip
-    with pytest.raises(ValueError, match="closed thinking block"):
+    with pytest.raises(RunError, match="its prompt cannot be rendered: .* closed thinking block"):
         run(recipe_from_dict(recipe), progress=False)
 
 
