@@ -220,3 +220,19 @@ def test_an_eval_recipe_takes_the_checkpoints_sampling_and_records_its_dtype(tmp
     assert recipe.sampling == Sampling.from_generation_config(folder)
     check_run_folder(recipe, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dtype"] == "float32"
+
+
+def test_rl_and_curate_take_the_checkpoints_sampling(tmp_path, folders):
+    from curate.generation import ModelSpec
+    from rl.config import RecipeError as RLRecipeError
+    from rl.config import model_sampling
+
+    folder = str(folders("qwen2.5-instruct"))
+    assert model_sampling(folder, "l1.yaml") == {
+        "temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": None, "repetition_penalty": 1.05
+    }  # fmt: skip
+    with pytest.raises(RLRecipeError, match="l1.yaml: trainer: sampling"):
+        model_sampling(str(tmp_path), "l1.yaml")  # a folder without generation_config.json
+    # A curation model without the setting keys its cache as before it existed.
+    assert "sampling" not in ModelSpec(name="m", model=folder).cache_settings()
+    assert ModelSpec(name="m", model=folder, sampling="model").cache_settings()["sampling"] == "model"
