@@ -29,6 +29,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from .formats import FormatTokens
+from .state import FINISH_MAX_ANSWER
 from .vllm_requests import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, v1_refusal
 
 MAX_PARKED = 4096  # states of preempted requests kept until they resume
@@ -223,13 +224,15 @@ class V1BudgetForcingProcessor(LogitsProcessor):
                 self.parked.pop(next(iter(self.parked)))
 
     def _finished(self, row: _Row) -> bool:
+        """Whether vLLM ended the request. A state can be done before that: a spent answer budget (or a
+        refusal) still has to emit the end-of-sequence that stops the request."""
         state, params, output = row.request.state, row.request.params, row.output
-        if state is None or state.done:
-            return True
         if params.max_tokens is not None and len(output) >= params.max_tokens:
             return True
         stops = {*self.admission.eos_ids(), *(params.stop_token_ids or ())}
-        return bool(output) and output[-1] in stops
+        if output and output[-1] in stops:
+            return True
+        return state is not None and state.done and state.finish_reason != FINISH_MAX_ANSWER
 
     def _row_for(self, params: SamplingParams, output: list[int]) -> _Row | None:
         parked = self.parked.pop(id(params), None)
