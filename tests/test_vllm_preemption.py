@@ -24,9 +24,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.xfail(
         strict=False,
-        reason="known defect: with max_num_batched_tokens=32 (running requests left unscheduled, prompts "
-        "prefilled in chunks) the V1 processor sees a forced request emit end-of-sequence inside its "
-        "thinking, refuses it and ends it early; the cause is not found yet",
+        reason="known defect of the V1 processor, not fixed yet: a preempted request recomputed over several "
+        "prefill chunks, and finished greedy requests kept as if preempted",
     ),
 ]
 CAP = 120
