@@ -118,36 +118,6 @@ class BudgetState:
             return proposal
         return self.tokens.close[0][0]
 
-    def passes_through(self) -> int:
-        """How many more model tokens the rules pass through unchanged, at least, provided none of them
-        ends thinking (in the answer: none is end-of-sequence). Engines batch those (`advance_many`)."""
-        if not self.needs_proposal():
-            return 0
-        left = self.max_new_tokens - len(self.completion)
-        if self.thinking_phase:
-            if self.budget.max_thinking_tokens is not None:
-                left = min(left, self.budget.max_thinking_tokens - self.thinking)
-        elif self.budget.max_answer_tokens is not None:
-            left = min(left, self.budget.max_answer_tokens - self.answer_tokens)
-        return max(0, left - 1)
-
-    def advance_many(self, proposals: list[int]) -> None:
-        """`advance(p)` for each of `proposals` in turn, in one step where the rules cannot act: at most
-        `passes_through()` tokens, none of which ends thinking (in the answer: ends the sequence)."""
-        k = len(proposals)
-        if k == 0:
-            return
-        stops = self.tokens.stops_thinking if self.thinking_phase else self.tokens.eos
-        if k > self.passes_through() or not stops.isdisjoint(proposals):
-            for proposal in proposals:  # a rule may act: one at a time, exactly
-                self.advance(proposal)
-            return
-        self.completion.extend(proposals)
-        if self.thinking_phase:
-            self.thinking += k
-        else:
-            self.answer_tokens += k
-
     def summary(self) -> BudgetSummary:
         return BudgetSummary(
             completion_ids=list(self.completion),
