@@ -217,8 +217,9 @@ def _check_types(data: dict[str, Any], source: str) -> None:
             wrong = wrong or type_problem(MethodSpec, entry, f"methods[{index}].")
     if isinstance(data.get("sampling"), dict):
         wrong = wrong or type_problem(Sampling, data["sampling"], "sampling.")
-    elif data.get("sampling") is not None:
-        wrong = wrong or f"sampling expects a mapping (temperature, top_p, top_k, min_p), got {data['sampling']!r}"
+    elif data.get("sampling") not in (None, "model"):
+        wrong = wrong or (f"sampling expects a mapping (temperature, top_p, top_k, min_p, repetition_penalty) or "
+                          f"'model' (the checkpoint's generation_config.json), got {data['sampling']!r}")  # fmt: skip
     if wrong:
         raise RecipeError(f"{source}: {wrong}")
 

@@ -1,6 +1,7 @@
 """`python -m decode`: inputs that used to be accepted silently or end in a traceback are refused by
 name (file, row, setting), before the model loads wherever the check does not need it."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -10,7 +11,8 @@ from transformers import AutoModelForCausalLM
 
 import decode.cli as cli_module
 from decode import Budget, PromptError, Sampling, generate, load_tokenizer
-from decode.cli import _fingerprint, build_parser, main
+from decode.cli import _fingerprint, _sampling, build_parser, main
+from decode.dtype import resolve_dtype
 from tests.conftest import tokenizer_dir
 
 
@@ -166,7 +168,10 @@ def test_a_sampled_resume_equals_the_uninterrupted_run_wherever_the_partial_ends
     # A run killed after `saved` rows (mid-batch for 3 and 6) leaves them in OUTPUT.partial.
     out = tmp_path / "out.jsonl"
     argv = ["--model", str(s1_model_dir), "--input", str(prompts), "--output", str(out), *SAMPLED]
-    header = json.dumps({"fingerprint": _fingerprint(build_parser().parse_args(argv))})
+    args = build_parser().parse_args(argv)
+    # What the run resolves `auto` dtype and its sampling to, as the command line records them.
+    resolved = {"dtype": resolve_dtype(s1_model_dir), "sampling": dataclasses.asdict(_sampling(args))}
+    header = json.dumps({"fingerprint": _fingerprint(args, resolved)})
     (tmp_path / "out.jsonl.partial").write_text("\n".join([header, *expected[:saved]]) + "\n")
     assert main(argv) == 0
     assert out.read_text().splitlines() == expected

@@ -32,7 +32,7 @@ def minimal(**overrides):
         ({"forcing": "masking"}, "forcing must be one of"),
         ({"backend": "openai", "model": "http://127.0.0.1:8000/v1"}, "needs 'tokenizer'"),
         ({"engine_args": {"max_model_len": 512}}, "engine_args apply to"),
-        ({"backend": "vllm", "engine_args": [1, 2]}, "engine_args must be a mapping"),
+        ({"backend": "vllm", "engine_args": [1, 2]}, "engine_args expects a mapping"),
     ],
 )
 def test_bad_backend_settings_are_refused(overrides, message):
