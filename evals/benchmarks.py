@@ -256,7 +256,8 @@ def load_problems(spec: BenchmarkSpec, root: Path | None = None) -> list[Problem
         if pid in seen:
             raise BenchmarkError(f"{where}: duplicate id {pid!r} in benchmark {spec.name!r}")
         seen.add(pid)
-        for name in needed:
+        listed = spec.options[:1] if spec.kind == "choice" else ()  # a list of options, checked with its letters
+        for name in (n for n in needed if n not in listed):
             if not _is_text(row[name], nested=name != spec.answer):
                 what = "text, a number or a list of them" if name == spec.answer else "text or a number"
                 raise BenchmarkError(f"{where}: field {name!r} expects {what}, got {_short(row[name])}")

@@ -28,7 +28,7 @@ def test_budgets_and_sampling_of_the_wrong_type_say_what_was_expected(tmp_path):
         "methods": ["class_conditional"],
         "sampling": {"temperature": "hot"},
     }
-    with pytest.raises(RecipeError, match=r"sampling: temperature must be a number: expected a number >= 0"):
+    with pytest.raises(RecipeError, match=r"recipe.yaml: sampling.temperature expects a number, got 'hot'"):
         recipe_from_dict(data, "recipe.yaml")
 
 
