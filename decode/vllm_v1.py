@@ -24,14 +24,31 @@ from .hf import DEFAULT_MAX_NEW_TOKENS
 from .request_args import from_request_args
 from .sampling import Sampling, first_argmax
 from .state import BudgetState
-from .vllm_requests import claim_engine, eos_token_ids, logger, sampling_of, v1_refusal, validate
+from .vllm_requests import (
+    ForcedRequest,
+    claim_engine,
+    eos_token_ids,
+    logger,
+    replayed,
+    sampling_of,
+    v1_refusal,
+    validate,
+)
 
 MAX_PARKED = 4096  # states of preempted requests kept until they resume
 
 
+AWAITED_ARGMAX = -1  # the pending proposal is vLLM's own argmax, read from the output once committed
+
+
 @dataclass
 class _Row:
-    """One budget-forced request in the batch."""
+    """One budget-forced request in the batch.
+
+    The state only ever holds tokens vLLM committed. A step's token is previewed, and the state
+    advances at the next step once the output shows it: vLLM discards the token of a step that
+    only read a chunk of the prompt (a new request, or one recomputed after preemption), and such a
+    step must leave the state, and the sampler's random stream, as they were."""
 
     params: SamplingParams
     output: list[int]  # vLLM's live list of the request's generated tokens
@@ -39,17 +56,25 @@ class _Row:
     budget: Budget
     state: BudgetState | None  # None: a refused request, ended at once
     sampling: Sampling
-    seed: int
     generator: torch.Generator | None
-    deferred: bool = False  # emitted vLLM's own argmax; the state reads it at the next step
+    pending: bool = False  # a token was chosen at the last step and may or may not have been committed
+    proposal: int | None = None  # the model's proposal behind it (None: forced; AWAITED_ARGMAX: vLLM's argmax)
+    generator_state: torch.Tensor | None = None  # the random stream before that step's draw
 
-    def restart(self, device: torch.device) -> None:
-        """Forget a choice vLLM discarded (a step that only finished a chunk of the prompt)."""
-        assert self.state is not None and self.tokens is not None
-        self.state = BudgetState(self.tokens, self.budget, self.state.max_new_tokens)
-        self.deferred = False
-        if self.generator is not None:
-            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+    def expect(self, proposal: int | None, generator_state: torch.Tensor | None = None) -> None:
+        self.pending, self.proposal, self.generator_state = True, proposal, generator_state
+
+    def finished(self, eos: list[int]) -> bool:
+        """Whether vLLM ended this request (it left the batch for good), read from its output: a state
+        that is done may still owe the end-of-sequence that stops the request (an answer budget spent)."""
+        if self.state is None:
+            return True
+        if not self.output:
+            return False
+        params = self.params
+        stops = set(eos) | set(params.all_stop_token_ids) | set(params.stop_token_ids or [])
+        at_cap = params.max_tokens is not None and len(self.output) >= params.max_tokens
+        return at_cap or (self.output[-1] in stops and not params.ignore_eos)
 
 
 class V1BudgetForcingProcessor(LogitsProcessor):
@@ -86,22 +111,35 @@ class V1BudgetForcingProcessor(LogitsProcessor):
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if not batch_update or self.duplicate:
             return
+        # vLLM lists as removed only the slots freed this step that stay empty: those it fills with a
+        # new request, or with one moved there to close the gap, are not listed, so a request added or
+        # moved (one way) to an occupied slot means its occupant left the batch.
         for index in batch_update.removed:
-            row = self.rows.pop(index, None)
-            if row is not None and row.state is not None and not row.state.done:
-                self._park(row)
+            self._leave(index)
         for index, params, _prompt, output in batch_update.added:
+            self._leave(index)
             row = self._row_for(params, output)
-            if row is None:
-                self.rows.pop(index, None)
-            else:
+            if row is not None:
                 self.rows[index] = row
         for a, b, direction in batch_update.moved:
+            if direction == MoveDirectionality.UNIDIRECTIONAL:
+                self._leave(b)
             row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
             if row_a is not None:
                 self.rows[b] = row_a
             if row_b is not None and direction == MoveDirectionality.SWAP:
                 self.rows[a] = row_b
+
+    def _leave(self, index: int) -> None:
+        """The request at `index` left the batch: finished, or preempted or not scheduled this step (it
+        comes back with its output, and its state waits in the parking lot meanwhile)."""
+        row = self.rows.pop(index, None)
+        if row is None:
+            return
+        if row.state is not None:
+            self._catch_up(index, row)  # reads the last committed token (a final end-of-sequence)
+        if not row.finished(self._eos_ids()):
+            self._park(row)
 
     def _park(self, row: _Row) -> None:
         self.parked[id(row.params)] = row  # the row holds params, so the id stays unique
@@ -126,19 +164,19 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         if refusal:  # admission could not tell the runner (a GPU with Triton that fell back to V1)
             logger.error("budget forcing (Model Runner V1): request refused, ending it: %s", refusal)
             return self._refused(params, output)
-        if output:
-            logger.error("budget forcing: a request resumed with no state (%d tokens); ending it", len(output))
-            return self._refused(params, output)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         sampling = sampling_of(params)
         generator = None if sampling.greedy else torch.Generator(device=self.device).manual_seed(seed)
         cap = params.max_tokens or DEFAULT_MAX_NEW_TOKENS
-        state = BudgetState(tokens, budget, cap)
-        return _Row(params, output, tokens, budget, state, sampling, seed, generator)
+        row = _Row(params, output, tokens, budget, BudgetState(tokens, budget, cap), sampling, generator)
+        if output:  # resumed after its parked state was dropped: rebuild it from the committed tokens
+            logger.warning("budget forcing: a request resumed with no state kept; rebuilding it from its output")
+            return row if self._rebuild(row) else self._refused(params, output)
+        return row
 
     def _refused(self, params: SamplingParams, output: list[int]) -> _Row:
         """A row that emits end-of-sequence at once (the client sees an empty answer and the log says why)."""
-        return _Row(params, output, None, Budget(), None, Sampling(), 0, None)
+        return _Row(params, output, None, Budget(), None, Sampling(), None)
 
     def _eos_ids(self) -> list[int]:
         if self._eos is None:
@@ -165,21 +203,26 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         chosen: dict[int, int] = {}
         greedy: list[int] = []
         for index, row in self.rows.items():
-            state = row.state
-            if state is None:
+            if row.state is None:
                 chosen[index] = min(self._eos_ids())
                 continue
-            if not self._catch_up(index, row):
-                state = row.state
-            if state.done:  # answer budget spent: end-of-sequence makes vLLM stop the request
+            self._catch_up(index, row)
+            state = row.state
+            if state is None:  # its output could not be explained by the rules
+                chosen[index] = min(self._eos_ids())
+            elif state.done:  # answer budget spent: end-of-sequence makes vLLM stop the request
                 chosen[index] = min(state.tokens.eos)
             elif not state.needs_proposal():
-                chosen[index] = state.advance()
+                row.expect(None)
+                chosen[index] = state.preview()
             elif row.sampling.greedy:
                 greedy.append(index)
             else:
-                proposal = row.sampling.propose(logits[index : index + 1], row.generator)
-                chosen[index] = state.advance(int(proposal[0]))
+                assert row.generator is not None
+                before = row.generator.get_state()
+                proposal = int(row.sampling.propose(logits[index : index + 1], row.generator)[0])
+                row.expect(proposal, before)
+                chosen[index] = state.preview(proposal)
         if greedy:
             self._greedy(logits, greedy, chosen)
         if chosen:
@@ -189,29 +232,46 @@ class V1BudgetForcingProcessor(LogitsProcessor):
             logits[rows, tokens] = 0.0
         return logits
 
-    def _catch_up(self, index: int, row: _Row) -> bool:
-        """Bring the state level with vLLM's output; False if it had to start over."""
+    def _catch_up(self, index: int, row: _Row) -> None:
+        """Bring the state level with vLLM's output: advance it by the last step's token if vLLM
+        committed it, leave it (and rewind the sampler) if vLLM discarded it."""
         state = row.state
         assert state is not None
-        done, emitted = len(state.completion), len(row.output)
+        pending, row.pending = row.pending, False
         if state.done:  # only the end-of-sequence that stops the request comes after this
-            return True
-        if row.deferred:
-            row.deferred = False
-            if emitted == done + 1:  # the model's own greedy choice, which the rules pass through
-                state.advance(row.output[-1])
-                return True
-            if emitted == done == 0:  # the step only finished a chunk of the prompt
-                return True
-        elif emitted == done:
-            return True
-        elif emitted == 0:  # a forced choice vLLM discarded (a chunk of the prompt): start over
-            row.restart(self.device)
-            return False
-        raise RuntimeError(
-            f"budget forcing: request at batch row {index} has {emitted} tokens where its state emitted {done}; "
-            "another component changed the forced choice"
+            return
+        done, emitted = len(state.completion), len(row.output)
+        if emitted == done:
+            if pending and row.generator_state is not None and row.generator is not None:
+                row.generator.set_state(row.generator_state)  # the step's draw never happened
+            return
+        if pending and emitted == done + 1:
+            committed = row.output[-1]
+            if row.proposal == AWAITED_ARGMAX:  # vLLM's own argmax, which the rules pass through
+                token = state.advance(committed)
+            else:
+                token = state.advance(row.proposal if state.needs_proposal() else None)
+            if token == committed:
+                return
+        logger.warning(
+            "budget forcing: request at batch row %d has %d tokens where its state emitted %d; rebuilding the "
+            "state from the output",
+            index,
+            emitted,
+            done,
         )
+        if not self._rebuild(row):
+            logger.error("budget forcing: the output of the request at batch row %d breaks the rules; ending it", index)
+            row.state = None
+
+    def _rebuild(self, row: _Row) -> bool:
+        """Replace the row's state with one replayed from vLLM's committed output; False if it cannot be."""
+        record = ForcedRequest(row.params, row.tokens, row.budget, row.state, row.sampling, row.generator)
+        state = replayed(record, row.output)
+        if state is None:
+            return False
+        row.state = state
+        return True
 
     def _greedy(self, logits: torch.Tensor, greedy: list[int], chosen: dict[int, int]) -> None:
         """Greedy rows that need the model's choice. Where the argmax cannot be an end of thinking the
@@ -233,11 +293,13 @@ class V1BudgetForcingProcessor(LogitsProcessor):
                 if stop_max >= row_max[position]:
                     exact.append(row_index)
                     continue
-            row.deferred = True
+            row.expect(AWAITED_ARGMAX)
         if exact:
             best = first_argmax(logits[torch.tensor(exact, device=logits.device)]).tolist()
             for row_index, proposal in zip(exact, best, strict=True):
-                token = self.rows[row_index].state.advance(proposal)  # type: ignore[union-attr]
+                row = self.rows[row_index]
+                row.expect(proposal)
+                token = row.state.preview(proposal)  # type: ignore[union-attr]
                 if token != proposal:  # vLLM's own argmax picks an unchanged proposal
                     chosen[row_index] = token
 

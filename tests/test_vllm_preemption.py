@@ -20,14 +20,7 @@ from tests.test_hf_greedy import PROMPTS  # noqa: E402
 from tests.test_vllm_v2 import cached, without_final_eos  # noqa: E402
 from tests.tiny_model import QWEN_EOS, save_tiny_model  # noqa: E402
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        strict=False,
-        reason="known defect of the V1 processor, not fixed yet: a preempted request recomputed over several "
-        "prefill chunks, and finished greedy requests kept as if preempted",
-    ),
-]
+pytestmark = pytest.mark.slow
 CAP = 120
 BUDGETS = [
     Budget(min_thinking_tokens=60, max_thinking_tokens=90, max_answer_tokens=20),
