@@ -164,7 +164,8 @@ def generate_cached(spec: ModelSpec, prompts: list[Prompt], cache: CallCache) ->
                 batch_size=spec.batch_size,
                 max_new_tokens=spec.max_tokens,
                 # Greedy decoding (the default) gives the same completion however a run is split into
-                # chunks; with sampling, the decoder seeds per batch, so a resumed run draws anew.
+                # chunks; with sampling, the decoder seeds each prompt by its place in the call, and a resumed
+                # run's calls hold other prompts, so it draws anew.
                 seed=spec.seed if sampling else None,
                 **extra,
             )
