@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,16 @@ def tokenizer_dir(name: str) -> Path:
     if not (path / "tokenizer.json").is_file():
         pytest.skip(f"real tokenizer {path} is absent (../shared is not beside the project)")
     return path
+
+
+def tokenizer_without_template(folder: Path) -> Path:
+    """A copy of the real Qwen2.5 tokenizer in `folder` with its chat template removed."""
+    shutil.copytree(tokenizer_dir("qwen2.5"), folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
 
 
 @pytest.fixture(scope="session")

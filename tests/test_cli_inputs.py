@@ -4,7 +4,6 @@ name (file, row, setting), before the model loads wherever the check does not ne
 import dataclasses
 import json
 import re
-import shutil
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -13,7 +12,7 @@ import decode.cli as cli_module
 from decode import Budget, PromptError, Sampling, generate, load_tokenizer
 from decode.cli import _fingerprint, _sampling, build_parser, main
 from decode.dtype import resolve_dtype
-from tests.conftest import tokenizer_dir
+from tests.conftest import tokenizer_without_template
 
 
 def run_cli(model_dir, prompts, out, *extra):
@@ -88,12 +87,7 @@ def test_other_row_fields_still_pass_through(s1_model_dir, tmp_path):
 def test_chat_messages_need_a_chat_template_and_are_refused_before_the_model_loads(
     s1_model_dir, tmp_path, capsys, no_model_load
 ):
-    plain = tmp_path / "no-template"
-    shutil.copytree(tokenizer_dir("qwen2.5"), plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((plain / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    plain = tokenizer_without_template(tmp_path / "no-template")
     assert load_tokenizer(str(plain)).chat_template is None
     prompts = tmp_path / "prompts.jsonl"
     rows = [{"prompt": "plain text"}, {"prompt": [{"role": "user", "content": "hi"}]}]

@@ -1,14 +1,13 @@
 """Evaluation inputs that were clipped, accepted or met with a vague error are refused by name."""
 
 import json
-import shutil
 
 import pytest
 
 from evals import MethodError, MethodSpec, RecipeError, run
 from evals.recipe import recipe_from_dict
 from evals.runner import RunError
-from tests.conftest import tokenizer_dir
+from tests.conftest import tokenizer_without_template
 
 
 def test_a_minimum_above_the_budget_is_refused_not_clipped():
@@ -57,12 +56,7 @@ def test_a_prompt_over_the_context_names_the_problem_before_generation(s1_model_
 
 
 def test_a_tokenizer_without_a_chat_template_is_named_after_the_model_loads(s1_model_dir, tmp_path):
-    plain = tmp_path / "no-template"
-    shutil.copytree(tokenizer_dir("qwen2.5"), plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((plain / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    plain = tokenizer_without_template(tmp_path / "no-template")
     bench = tmp_path / "b.jsonl"
     bench.write_text(json.dumps({"id": "q1", "problem": "What is 2 + 2?", "answer": "4"}) + "\n")
     recipe = recipe_from_dict(
