@@ -118,6 +118,50 @@ class BudgetState:
             return proposal
         return self.tokens.close[0][0]
 
+    def free_run(self) -> int:
+        """How many of the next tokens the model chooses with no rule able to act on them, unless one of
+        them is in `watched()`. Engines that learn the chosen tokens only later (vLLM) record such a
+        run at once with `extend_free` instead of calling `advance` for every token."""
+        if self.done or self._queue:
+            return 0
+        left = self.max_new_tokens - len(self.completion)
+        budget = self.budget
+        if not self.thinking_phase:
+            if budget.max_answer_tokens is not None:
+                left = min(left, budget.max_answer_tokens - self.answer_tokens)
+            return left
+        if budget.max_thinking_tokens is not None:
+            left = min(left, budget.max_thinking_tokens - self.thinking)
+        if self.ignores_left == 0 and self.thinking < budget.min_thinking_tokens:
+            left = min(left, budget.min_thinking_tokens - self.thinking)  # rule 2 stops acting there
+        return left
+
+    def watched(self) -> frozenset[int]:
+        """The proposals the rules may act on now: the tokens that end thinking (in the answer, the
+        end-of-sequence ids)."""
+        return self.tokens.stops_thinking if self.thinking_phase else self.tokens.eos
+
+    def extend_free(self, tokens: list[int]) -> None:
+        """Record model tokens as `advance` would one by one: at most `free_run()` of them, none of
+        them in `watched()`."""
+        if not tokens:
+            return
+        watched = self.watched()
+        if len(tokens) > self.free_run() or any(token in watched for token in tokens):
+            raise ValueError(f"{len(tokens)} tokens are not a free run of this state (free run {self.free_run()})")
+        self.completion.extend(tokens)
+        if self.thinking_phase:
+            self.thinking += len(tokens)
+            if self.thinking == self.budget.max_thinking_tokens:
+                self._force_end()
+        else:
+            self.answer_tokens += len(tokens)
+            if self.budget.max_answer_tokens is not None and self.answer_tokens >= self.budget.max_answer_tokens:
+                self.finish_reason = FINISH_MAX_ANSWER
+                return
+        if len(self.completion) >= self.max_new_tokens:
+            self.finish_reason = FINISH_LENGTH
+
     def summary(self) -> BudgetSummary:
         return BudgetSummary(
             completion_ids=list(self.completion),

@@ -3,66 +3,61 @@ Model Runner V2 lacks).
 
 vLLM V1 hands the processor each request's live output list. The processor runs one `BudgetState`
 per request; a preempted request leaves the batch and comes back with its output, its state waiting
-in a parking lot meanwhile. Greedy rows whose argmax cannot end thinking are left to vLLM's own
-argmax and read back at the next step.
+in a parking lot meanwhile.
+
+The state only ever holds tokens vLLM committed: a step's choice is remembered, and the state
+advances once the output shows the token (vLLM discards the token of a step that only read a chunk
+of the prompt, and such a step must leave the state, and the sampler's random stream, as they were).
+
+Each step, a request is in one of these lanes:
+
+- *device* (greedy, thinking): the argmax and rule 2 or 3 run on the device for all such rows at
+  once: where the argmax ends thinking, its replacement (the wait string's first token, or the
+  closing string's) gets the winning logit. Nothing is copied to the host;
+- *vllm* (greedy, where no rule can act: the answer, or thinking where every end is allowed): the
+  logits are left alone and vLLM's own argmax decides;
+- *host* (forced strings, sampling, end-of-sequence): decided in Python, row by row.
+
+In the first two lanes the model chooses freely until a token the rules watch appears or a count
+reaches a budget (`BudgetState.free_run`); until then the processor only checks each row's newest
+token, and records the run in one call when it ends.
 """
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from .budget import Budget
-from .formats import FormatTokens, ThinkingFormat
-from .hf import DEFAULT_MAX_NEW_TOKENS
-from .request_args import from_request_args
-from .sampling import Sampling, first_argmax
+from .sampling import first_argmax
 from .state import BudgetState
-from .vllm_requests import (
-    ForcedRequest,
-    claim_engine,
-    eos_token_ids,
-    logger,
-    replayed,
-    sampling_of,
-    v1_refusal,
-    validate,
-)
+from .vllm_requests import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, v1_refusal, validate
 
 MAX_PARKED = 4096  # states of preempted requests kept until they resume
 
-
-AWAITED_ARGMAX = -1  # the pending proposal is vLLM's own argmax, read from the output once committed
+HOST, DEVICE, VLLM = "host", "device", "vllm"
 
 
 @dataclass
 class _Row:
-    """One budget-forced request in the batch.
+    """One budget-forced request in the batch."""
 
-    The state only ever holds tokens vLLM committed. A step's token is previewed, and the state
-    advances at the next step once the output shows it: vLLM discards the token of a step that
-    only read a chunk of the prompt (a new request, or one recomputed after preemption), and such a
-    step must leave the state, and the sampler's random stream, as they were."""
-
-    params: SamplingParams
+    request: ForcedRequest
     output: list[int]  # vLLM's live list of the request's generated tokens
-    tokens: FormatTokens | None
-    budget: Budget
-    state: BudgetState | None  # None: a refused request, ended at once
-    sampling: Sampling
-    generator: torch.Generator | None
-    pending: bool = False  # a token was chosen at the last step and may or may not have been committed
-    proposal: int | None = None  # the model's proposal behind it (None: forced; AWAITED_ARGMAX: vLLM's argmax)
-    generator_state: torch.Tensor | None = None  # the random stream before that step's draw
+    lane: str = HOST
+    seen: int = 0  # output[:seen] is accounted for: in the state, or checked as part of the free run
+    horizon: int = 0  # the output length at which the free run ends (device and vllm lanes)
+    watched: frozenset[int] = frozenset()  # tokens that end the free run when they appear
+    redirect: tuple[tuple[int, ...], int] | None = None  # device lane: the argmaxes replaced, and by what
+    choice: tuple[int | None, torch.Tensor | None] | None = None  # host lane: (proposal, random stream before)
 
-    def expect(self, proposal: int | None, generator_state: torch.Tensor | None = None) -> None:
-        self.pending, self.proposal, self.generator_state = True, proposal, generator_state
+    @property
+    def state(self) -> BudgetState | None:
+        return self.request.state
 
     def finished(self, eos: list[int]) -> bool:
         """Whether vLLM ended this request (it left the batch for good), read from its output: a state
@@ -71,10 +66,22 @@ class _Row:
             return True
         if not self.output:
             return False
-        params = self.params
+        params = self.request.params
         stops = set(eos) | set(params.all_stop_token_ids) | set(params.stop_token_ids or [])
         at_cap = params.max_tokens is not None and len(self.output) >= params.max_tokens
         return at_cap or (self.output[-1] in stops and not params.ignore_eos)
+
+
+@dataclass
+class _DeviceBatch:
+    """The rows of the device lane as tensors, rebuilt only when the batch or a row's lane changes."""
+
+    size: int  # the batch's number of rows
+    indices: list[int]
+    rows: torch.Tensor | None  # None: every row of the batch, in order
+    redirected: torch.Tensor  # [rows, k] the argmaxes each row replaces (padded with -1)
+    targets: torch.Tensor  # [rows] what replaces them
+    position: dict[int, int] = field(default_factory=dict)  # id(row) -> its row in the tensors
 
 
 class V1BudgetForcingProcessor(LogitsProcessor):
@@ -93,15 +100,13 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         self.vllm_config = vllm_config  # kept alive with this processor, so its id is not reused meanwhile
         self.duplicate = not claim_engine(vllm_config, self)
         self.device = device
-        model_config = vllm_config.model_config
-        self.model_path = model_config.model
-        self.tokenizer_path = model_config.tokenizer or model_config.model
-        self._tokenizer: Any = None
-        self._eos: list[int] | None = None
-        self._resolved: dict[ThinkingFormat, FormatTokens] = {}
-        self._stops: dict[FormatTokens, torch.Tensor] = {}
+        self.admission = Admission(vllm_config, device, "V1")
         self.rows: dict[int, _Row] = {}
         self.parked: OrderedDict[int, _Row] = OrderedDict()  # by id(SamplingParams): preempted requests
+        self._device_batch: _DeviceBatch | None = None
+        self._proposals: torch.Tensor | None = None  # the device lane's argmaxes at the last step
+        self._proposals_host: list[int] | None = None
+        self._positions: dict[int, int] = {}  # id(row) -> its place in `_proposals`
 
     def is_argmax_invariant(self) -> bool:
         return self.duplicate  # it decides the token, greedy included (an idle duplicate changes nothing)
@@ -111,6 +116,7 @@ class V1BudgetForcingProcessor(LogitsProcessor):
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if not batch_update or self.duplicate:
             return
+        self._device_batch = None
         # vLLM lists as removed only the slots freed this step that stay empty: those it fills with a
         # new request, or with one moved there to close the gap, are not listed, so a request added or
         # moved (one way) to an occupied slot means its occupant left the batch.
@@ -137,173 +143,172 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         if row is None:
             return
         if row.state is not None:
-            self._catch_up(index, row)  # reads the last committed token (a final end-of-sequence)
-        if not row.finished(self._eos_ids()):
-            self._park(row)
-
-    def _park(self, row: _Row) -> None:
-        self.parked[id(row.params)] = row  # the row holds params, so the id stays unique
-        while len(self.parked) > MAX_PARKED:
-            self.parked.popitem(last=False)
+            self._level(row)  # reads the last committed token (a final end-of-sequence)
+        if not row.finished(self.admission.eos_ids()):
+            self.parked[id(row.request.params)] = row  # the row holds params, so the id stays unique
+            while len(self.parked) > MAX_PARKED:
+                self.parked.popitem(last=False)
 
     def _row_for(self, params: SamplingParams, output: list[int]) -> _Row | None:
         parked = self.parked.pop(id(params), None)
-        if parked is not None and parked.params is params:
+        if parked is not None and parked.request.params is params:
             parked.output = output  # resumed after preemption
             return parked
-        try:
-            parsed = from_request_args(params.extra_args)
-            if parsed is None:
-                return None
-            fmt, budget = parsed
-            tokens = self._tokens(fmt)
-        except ValueError as err:  # a request that bypassed validate_params: end it rather than the engine
-            logger.error("budget forcing: request refused: %s", err)
-            return self._refused(params, output)
-        refusal = v1_refusal(params)
-        if refusal:  # admission could not tell the runner (a GPU with Triton that fell back to V1)
-            logger.error("budget forcing (Model Runner V1): request refused, ending it: %s", refusal)
-            return self._refused(params, output)
-        seed = params.seed if params.seed is not None else random.getrandbits(63)
-        sampling = sampling_of(params)
-        generator = None if sampling.greedy else torch.Generator(device=self.device).manual_seed(seed)
-        cap = params.max_tokens or DEFAULT_MAX_NEW_TOKENS
-        row = _Row(params, output, tokens, budget, BudgetState(tokens, budget, cap), sampling, generator)
-        if output:  # resumed after its parked state was dropped: rebuild it from the committed tokens
+        request = self.admission.admit(params)
+        if request is None:
+            return None
+        if not request.refused:
+            refusal = v1_refusal(params)  # admission could not tell the runner (a GPU that fell back to V1)
+            if refusal:
+                request = self.admission.refuse(params, refusal)
+        row = _Row(request, output)
+        if output and not request.refused:  # resumed after its parked state was dropped: rebuild it
             logger.warning("budget forcing: a request resumed with no state kept; rebuilding it from its output")
-            return row if self._rebuild(row) else self._refused(params, output)
+            self._rebuild(row)
+        self._plan(row)
         return row
-
-    def _refused(self, params: SamplingParams, output: list[int]) -> _Row:
-        """A row that emits end-of-sequence at once (the client sees an empty answer and the log says why)."""
-        return _Row(params, output, None, Budget(), None, Sampling(), None)
-
-    def _eos_ids(self) -> list[int]:
-        if self._eos is None:
-            self._eos = eos_token_ids(self.model_path, self._load_tokenizer())
-        return self._eos
-
-    def _load_tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
-        return self._tokenizer
-
-    def _tokens(self, fmt: ThinkingFormat) -> FormatTokens:
-        if fmt not in self._resolved:
-            self._resolved[fmt] = fmt.tokens(self._load_tokenizer(), self._eos_ids())
-        return self._resolved[fmt]
 
     # -- the step ------------------------------------------------------------------------------
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:  # (always so for an idle duplicate)
             return logits
-        chosen: dict[int, int] = {}
-        greedy: list[int] = []
+        host_rows: list[int] = []
+        host_tokens: list[int] = []
         for index, row in self.rows.items():
-            if row.state is None:
-                chosen[index] = min(self._eos_ids())
+            seen, output = row.seen, row.output
+            if len(output) == seen + 1 and seen + 1 < row.horizon and output[-1] not in row.watched:
+                row.seen += 1  # the free run goes on: nothing to decide
                 continue
-            self._catch_up(index, row)
-            state = row.state
-            if state is None:  # its output could not be explained by the rules
-                chosen[index] = min(self._eos_ids())
-            elif state.done:  # answer budget spent: end-of-sequence makes vLLM stop the request
-                chosen[index] = min(state.tokens.eos)
-            elif not state.needs_proposal():
-                row.expect(None)
-                chosen[index] = state.preview()
-            elif row.sampling.greedy:
-                greedy.append(index)
-            else:
-                assert row.generator is not None
-                before = row.generator.get_state()
-                proposal = int(row.sampling.propose(logits[index : index + 1], row.generator)[0])
-                row.expect(proposal, before)
-                chosen[index] = state.preview(proposal)
-        if greedy:
-            self._greedy(logits, greedy, chosen)
-        if chosen:
-            rows = torch.tensor(list(chosen), device=logits.device)
-            tokens = torch.tensor(list(chosen.values()), device=logits.device)
-            logits[rows] = float("-inf")
-            logits[rows, tokens] = 0.0
+            if len(output) != seen or row.choice is not None:
+                self._level(row)
+            if row.lane == HOST:
+                host_rows.append(index)
+                host_tokens.append(self._choose(index, row, logits))
+        if self._device_batch is None or self._device_batch.size != logits.shape[0]:
+            self._device_batch = self._build_device_batch(logits.shape[0])
+        if self._device_batch.indices:
+            self._device_step(logits, self._device_batch)
+        if host_rows:
+            logits[torch.tensor(host_rows, device=logits.device), torch.tensor(host_tokens, device=logits.device)] = (
+                FORCED_LOGIT
+            )
         return logits
 
-    def _catch_up(self, index: int, row: _Row) -> None:
-        """Bring the state level with vLLM's output: advance it by the last step's token if vLLM
-        committed it, leave it (and rewind the sampler) if vLLM discarded it."""
+    def _choose(self, index: int, row: _Row, logits: torch.Tensor) -> int:
+        """The token of a host-lane row, remembered until the output shows whether vLLM committed it."""
         state = row.state
-        assert state is not None
-        pending, row.pending = row.pending, False
-        if state.done:  # only the end-of-sequence that stops the request comes after this
-            return
-        done, emitted = len(state.completion), len(row.output)
-        if emitted == done:
-            if pending and row.generator_state is not None and row.generator is not None:
-                row.generator.set_state(row.generator_state)  # the step's draw never happened
-            return
-        if pending and emitted == done + 1:
-            committed = row.output[-1]
-            if row.proposal == AWAITED_ARGMAX:  # vLLM's own argmax, which the rules pass through
-                token = state.advance(committed)
-            else:
-                token = state.advance(row.proposal if state.needs_proposal() else None)
-            if token == committed:
-                return
-        logger.warning(
-            "budget forcing: request at batch row %d has %d tokens where its state emitted %d; rebuilding the "
-            "state from the output",
-            index,
-            emitted,
-            done,
+        if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
+            return min(row.request.tokens.eos if row.request.tokens is not None else self.admission.eos_ids())
+        if not state.needs_proposal():
+            row.choice = (None, None)
+            return state.preview()
+        generator = row.request.generator
+        before = generator.get_state() if generator is not None else None
+        proposal = int(row.request.sampling.propose(logits[index : index + 1], generator)[0])
+        row.choice = (proposal, before)
+        return state.preview(proposal)
+
+    def _device_step(self, logits: torch.Tensor, batch: _DeviceBatch) -> None:
+        """Rules 2 and 3 for every device-lane row at once, without leaving the device: where the argmax
+        is one the row replaces, its replacement gets the winning logit."""
+        scores = logits if batch.rows is None else logits.index_select(0, batch.rows)
+        proposals = first_argmax(scores)
+        replaced = (batch.redirected == proposals[:, None]).any(dim=1)
+        rows = torch.arange(logits.shape[0], device=logits.device) if batch.rows is None else batch.rows
+        current = logits[rows, batch.targets]
+        logits[rows, batch.targets] = torch.where(replaced, torch.full_like(current, FORCED_LOGIT), current)
+        self._proposals, self._proposals_host, self._positions = proposals, None, batch.position
+
+    def _build_device_batch(self, size: int) -> _DeviceBatch:
+        indices = sorted(index for index, row in self.rows.items() if row.lane == DEVICE)
+        width = max((len(self.rows[i].redirect[0]) for i in indices), default=1)  # type: ignore[index]
+        redirected, targets = [], []
+        for index in indices:
+            stops, target = self.rows[index].redirect  # type: ignore[misc]
+            redirected.append(list(stops) + [-1] * (width - len(stops)))
+            targets.append(target)
+        everything = len(indices) == size  # (indices are sorted and below size)
+        return _DeviceBatch(
+            size,
+            indices,
+            None if everything else torch.tensor(indices, device=self.device, dtype=torch.long),
+            torch.tensor(redirected, device=self.device, dtype=torch.long).reshape(len(indices), width),
+            torch.tensor(targets, device=self.device, dtype=torch.long),
+            {id(self.rows[index]): position for position, index in enumerate(indices)},
         )
-        if not self._rebuild(row):
-            logger.error("budget forcing: the output of the request at batch row %d breaks the rules; ending it", index)
-            row.state = None
 
-    def _rebuild(self, row: _Row) -> bool:
-        """Replace the row's state with one replayed from vLLM's committed output; False if it cannot be."""
-        record = ForcedRequest(row.params, row.tokens, row.budget, row.state, row.sampling, row.generator)
-        state = replayed(record, row.output)
+    # -- keeping the state level with vLLM's output ---------------------------------------------
+
+    def _level(self, row: _Row) -> None:
+        """Bring the state level with vLLM's output: record the free run, then each newer token against
+        the choice behind it; a step whose token vLLM discarded rewinds the sampler. Then plan the next
+        step's lane."""
+        state = row.state
+        choice, row.choice = row.choice, None
         if state is None:
-            return False
-        row.state = state
-        return True
+            return
+        if state.done:  # only the end-of-sequence that stops the request comes after this
+            row.seen = len(row.output)
+            self._plan(row)
+            return
+        output = row.output
+        if len(output) == len(state.completion) and choice is not None and choice[1] is not None:
+            row.request.generator.set_state(choice[1])  # type: ignore[union-attr]  # the draw never happened
+        try:
+            state.extend_free(output[len(state.completion) : row.seen])
+            for position in range(row.seen, len(output)):
+                committed = output[position]
+                if row.lane == HOST and choice is not None:
+                    proposal = choice[0] if state.needs_proposal() else None
+                elif row.lane == DEVICE:
+                    proposal = self._device_proposal(row)
+                else:  # vllm lane: vLLM's own argmax, which the rules pass through
+                    proposal = committed
+                choice = None
+                if state.done or (proposal is None and state.needs_proposal()) or state.advance(proposal) != committed:
+                    raise ValueError(f"token {committed} at {position} is not the one chosen")
+        except ValueError as err:
+            logger.warning("budget forcing: %s; rebuilding the state from the request's %d tokens", err, len(output))
+            self._rebuild(row)
+        row.seen = len(output)
+        self._plan(row)
 
-    def _greedy(self, logits: torch.Tensor, greedy: list[int], chosen: dict[int, int]) -> None:
-        """Greedy rows that need the model's choice. Where the argmax cannot be an end of thinking the
-        rules pass it through: vLLM's own argmax emits it and the state reads it back at the next step
-        (`_catch_up`), so no argmax is computed here. Only rows whose maximum is reached by a token that
-        stops thinking (or in the answer, none) need the exact first-index argmax."""
-        if greedy == list(range(logits.shape[0])):
-            row_max = logits.amax(dim=-1).tolist()
+    def _device_proposal(self, row: _Row) -> int | None:
+        position = self._positions.get(id(row))
+        if position is None or self._proposals is None:
+            return None
+        if self._proposals_host is None:  # one copy per step, of a step already finished
+            self._proposals_host = self._proposals.tolist()
+        return self._proposals_host[position]
+
+    def _rebuild(self, row: _Row) -> None:
+        """Replace the row's state with one replayed from vLLM's committed output, or end the request."""
+        state = replayed(row.request, row.output)
+        if state is None:
+            logger.error("budget forcing: a request's output breaks the rules; ending it")
+            row.request.state = None
         else:
-            row_max = logits[torch.tensor(greedy, device=logits.device)].amax(dim=-1).tolist()
-        exact: list[int] = []
-        for position, row_index in enumerate(greedy):
-            row = self.rows[row_index]
-            state = row.state
-            assert state is not None and row.tokens is not None
-            if state.thinking_phase:
-                stops = self._stop_index(row.tokens)
-                stop_max = float(logits[row_index, stops].amax())
-                if stop_max >= row_max[position]:
-                    exact.append(row_index)
-                    continue
-            row.expect(AWAITED_ARGMAX)
-        if exact:
-            best = first_argmax(logits[torch.tensor(exact, device=logits.device)]).tolist()
-            for row_index, proposal in zip(exact, best, strict=True):
-                row = self.rows[row_index]
-                row.expect(proposal)
-                token = row.state.preview(proposal)  # type: ignore[union-attr]
-                if token != proposal:  # vLLM's own argmax picks an unchanged proposal
-                    chosen[row_index] = token
+            row.request.state = state
+        row.seen = len(row.output)
 
-    def _stop_index(self, tokens: FormatTokens) -> torch.Tensor:
-        if tokens not in self._stops:
-            self._stops[tokens] = torch.tensor(sorted(tokens.stops_thinking), device=self.device)
-        return self._stops[tokens]
+    def _plan(self, row: _Row) -> None:
+        """Choose the row's lane for the next steps, and the free run it may go on for."""
+        before = (row.lane, row.redirect)
+        state, sampling = row.state, row.request.sampling
+        row.lane, row.redirect, row.watched, row.horizon = HOST, None, frozenset(), 0
+        if state is not None and not state.done and state.needs_proposal() and sampling.greedy:
+            tokens = state.tokens
+            row.horizon = len(row.output) + state.free_run()
+            row.watched = state.watched()
+            row.lane = VLLM
+            if state.thinking_phase:
+                if state.replaces_end():  # rule 2: every end of thinking becomes the wait string
+                    redirected, target = state.tokens.stops_thinking, tokens.wait[0]
+                else:  # rule 3: an end-of-sequence inside thinking becomes the closing string
+                    redirected, target = state.tokens.eos - tokens.end, tokens.close[0][0]
+                if redirected:
+                    row.lane, row.redirect = DEVICE, (tuple(sorted(redirected)), target)
+                    row.watched = row.watched | {target}
+        if (row.lane, row.redirect) != before:
+            self._device_batch = None

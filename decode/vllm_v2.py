@@ -9,14 +9,21 @@ Nothing tells the processor that a request left.
 
 The processor decides every token of a forced request itself, so it needs no read-back of what vLLM
 sampled: whether this step's token counts is known on the host before sampling (a step still
-reading the prefill, `seq_len < prefill_len`, is discarded), and nothing after the processor changes
-its choice (vLLM's own thinking budget is refused alongside). V2 applies repetition, frequency and
-presence penalties *before* custom processors, so the proposal includes them. A resumed request's
-committed output is read back from the device once, to find its state again.
+reading the prefill, `seq_len < prefill_len`, is discarded), and the chosen token gets the winning
+logit, so nothing after the processor changes it (vLLM's own thinking budget is refused alongside).
+V2 applies repetition, frequency and presence penalties *before* custom processors, so the proposal
+includes them. A resumed request's committed output is read back from the device once, to find its
+state again.
 
-Host-device synchronisation: one copy of the proposals of the forced rows that need one (greedy
-argmax, or the draw) per step; none on steps where every forced row emits a forced token, and none
-for plain requests. vLLM's own thinking budget runs entirely on the device.
+Greedy requests that the rules leave alone for now (`BudgetState.free_run`: thinking with no count
+at a budget, or the answer) are handled together, with numpy over per-slot arrays: their argmaxes
+are copied to the host, kept there as the run grows, and given to the state in one call when the run
+ends (a token the rules watch, a budget reached, or `RUN_CHUNK` tokens). Only the rows where a rule
+acts, and forced strings and sampled rows, run per row in Python.
+
+Host-device synchronisation: one copy of the forced rows' greedy argmaxes and draws per step; none on
+steps where every forced row emits a forced token, and none for plain requests. vLLM's own thinking
+budget runs entirely on the device. Removing this copy would need the rules themselves on the device.
 
 Speculative decoding gives a request several rows per step (draft tokens); forced requests are then
 refused at admission (logged, ended at once), plain ones pass untouched.
@@ -36,6 +43,8 @@ from .sampling import first_argmax
 from .vllm_requests import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, validate
 
 MAX_RETIRED = 4096  # states of requests whose slot was taken while they were unfinished (preempted)
+RUN_CHUNK = 256  # the most tokens of a free run kept in the slot arrays before the state records them
+PLAIN, FREE, HOST = 0, 1, 2  # a slot's lane: not forced; greedy in a free run; decided row by row
 
 SPECULATIVE_REFUSAL = (
     "budget forcing cannot run with speculative decoding under vLLM's Model Runner V2 (draft tokens would "
@@ -57,22 +66,33 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         self.device = req_states.device
         self.speculative = getattr(vllm_config, "speculative_config", None) is not None
         self.admission = Admission(vllm_config, self.device, "V2")
-        self.slots: list[ForcedRequest | None] = [None] * req_states.max_num_reqs
-        self.active = np.zeros(req_states.max_num_reqs, bool)
+        slots = req_states.max_num_reqs
+        self.slots: list[ForcedRequest | None] = [None] * slots
+        self.lane = np.zeros(slots, np.int8)
+        self.run_left = np.zeros(slots, np.int64)  # free lane: tokens the run may still take
+        self.run = np.zeros((slots, RUN_CHUNK), np.int64)  # free lane: the run's tokens, not yet in the state
+        self.run_len = np.zeros(slots, np.int64)
+        self.watched = np.full((slots, 4), -1, np.int64)  # free lane: the proposals that end the run
         self.retired: dict[int, ForcedRequest] = {}  # by id(record), oldest first
         self._resumed: list[int] = []
         self._eos_slots: torch.Tensor | None = None  # refused slots, for speculative batches
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.lane != PLAIN
 
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
         if self.duplicate:
             return False
         previous = self.slots[req_idx]
-        if previous is not None and previous.state is not None and not previous.state.done:
-            self._retire(previous)  # finished by vLLM, or preempted: kept in case it resumes
+        if previous is not None and previous.state is not None:
+            self._level(req_idx)
+            if not previous.state.done:
+                self._retire(previous)  # finished by vLLM, or preempted: kept in case it resumes
         record = self.admission.admit(sampling_params, SPECULATIVE_REFUSAL if self.speculative else None)
         self.slots[req_idx] = record
-        self.active[req_idx] = record is not None
         self._eos_slots = None
+        self._plan(req_idx)
         if record is None:
             return False
         output_len = int(self.req_states.prefill_len.np[req_idx]) - int(self.req_states.prompt_len.np[req_idx])
@@ -85,6 +105,34 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         while len(self.retired) > MAX_RETIRED:
             self.retired.pop(next(iter(self.retired)))
 
+    def _level(self, slot: int) -> None:
+        """Give the slot's state the free run kept in the slot arrays."""
+        length = int(self.run_len[slot])
+        if length:
+            self.run_len[slot] = 0
+            self.slots[slot].state.extend_free(self.run[slot, :length].tolist())  # type: ignore[union-attr]
+
+    def _plan(self, slot: int) -> None:
+        """The slot's lane for the next steps: a free run (greedy, no rule acting), or row by row."""
+        record = self.slots[slot]
+        self.run_len[slot] = 0
+        if record is None:
+            self.lane[slot] = PLAIN
+            return
+        state = record.state
+        if state is None or state.done or not state.needs_proposal() or not record.sampling.greedy:
+            self.lane[slot] = HOST
+            return
+        watched = sorted(state.watched())
+        if len(watched) > self.watched.shape[1]:
+            wider = np.full((len(self.slots), len(watched)), -1, np.int64)
+            wider[:, : self.watched.shape[1]] = self.watched
+            self.watched = wider
+        self.watched[slot] = -1
+        self.watched[slot, : len(watched)] = watched
+        self.run_left[slot] = min(state.free_run(), RUN_CHUNK)
+        self.lane[slot] = FREE
+
     def apply_staged_writes(self) -> None:
         """Find the state of each request resumed after preemption (its output is read from the device)."""
         for slot in self._resumed:
@@ -95,9 +143,13 @@ class V2BudgetForcingProcessor(LogitsProcessor):
             prefill_len = int(self.req_states.prefill_len.np[slot])
             output = self.req_states.all_token_ids.gpu[slot, prompt_len:prefill_len].tolist()
             self.slots[slot] = self._resume(record, output)
+            self._plan(slot)
         self._resumed.clear()
 
     def _resume(self, record: ForcedRequest, output: list[int]) -> ForcedRequest:
+        for slot, live in enumerate(self.slots):  # a request re-added before its old slot was reused
+            if live is not None and live is not record and live.params == record.params:
+                self._level(slot)
         match = next(
             (
                 old
@@ -128,54 +180,97 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         if self.duplicate:
             return logits
         slots = ctx.idx_mapping_np
-        forced = self.active[slots]
-        if not forced.any():
+        lanes = self.lane[slots]
+        if not lanes.any():
             return logits
         if logits.shape[0] != len(slots):  # draft rows: only refused forced requests can be here
             return self._end_refused(logits, ctx)
-        positions = np.flatnonzero(forced).tolist()
-        prefill = self.req_states.prefill_len.np[slots]
-        counts = ctx.seq_lens_upper_bound_np >= prefill  # False: vLLM discards this step's token
-        rows: list[int] = []
+        counts = ctx.seq_lens_upper_bound_np >= self.req_states.prefill_len.np[slots]  # False: token discarded
+        rows: list[int] = []  # rows whose token the rules chose, and those tokens
         tokens: list[int] = []
-        greedy: list[int] = []
-        sampled: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
-        for pos in positions:
-            record = self.slots[slots[pos]]
-            assert record is not None
-            state = record.state
-            if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
-                eos = record.tokens.eos if record.tokens is not None else self.admission.eos_ids()
-                rows.append(pos)
-                tokens.append(min(eos))
-            elif not state.needs_proposal():
-                rows.append(pos)
-                tokens.append(state.advance() if counts[pos] else state.preview())
-            elif record.sampling.greedy:
-                greedy.append(pos)
-            else:
-                generator = record.generator
-                before = None if generator is None or counts[pos] else generator.get_state()
-                draw = record.sampling.propose(logits[pos : pos + 1], generator)
-                sampled.append((pos, draw, before))
-        proposed = greedy + [pos for pos, _, _ in sampled]
-        if proposed:
-            parts = []
-            if greedy:
-                parts.append(first_argmax(logits[torch.tensor(greedy, device=logits.device)]))
-            parts.extend(draw for _, draw, _ in sampled)
-            proposals = torch.cat(parts).tolist()  # the one device-to-host copy of the step
-            for pos, proposal in zip(proposed, proposals, strict=True):
-                state = self.slots[slots[pos]].state  # type: ignore[union-attr]
-                assert state is not None
-                rows.append(pos)
-                tokens.append(state.advance(proposal) if counts[pos] else state.preview(proposal))
-            for pos, _, before in sampled:
-                if before is not None:  # a discarded step draws nothing
-                    self.slots[slots[pos]].generator.set_state(before)  # type: ignore[union-attr]
+        sampled = self._host_rows(logits, np.flatnonzero(lanes == HOST), slots, counts, rows, tokens)
+        free = np.flatnonzero((lanes == FREE) & counts)  # (a discarded step of a free row needs nothing)
+        argmax = None
+        if free.size:  # each free row's argmax gets the winning logit: vLLM's sampler takes exactly it
+            everything = free.size == logits.shape[0]
+            index = torch.from_numpy(free).to(logits.device)
+            argmax = first_argmax(logits if everything else logits.index_select(0, index))
+            logits[index, argmax] = FORCED_LOGIT
+        if argmax is not None or sampled:
+            parts = ([argmax] if argmax is not None else []) + [draw for _, _, draw, _ in sampled]
+            proposals = torch.cat(parts).cpu().numpy()  # the one device-to-host copy of the step
+            if free.size:
+                self._free_rows(logits, free, slots[free], proposals[: free.size], rows, tokens)
+            for (position, slot, _, before), proposal in zip(sampled, proposals[free.size :].tolist(), strict=True):
+                state = self.slots[slot].state  # type: ignore[union-attr]
+                if counts[position]:
+                    tokens.append(state.advance(proposal))
+                    self._plan(slot)
+                else:
+                    tokens.append(state.preview(proposal))
+                    self.slots[slot].generator.set_state(before)  # type: ignore[union-attr]  # nothing was drawn
+                rows.append(position)
         if rows:
             logits[torch.tensor(rows, device=logits.device), torch.tensor(tokens, device=logits.device)] = FORCED_LOGIT
         return logits
+
+    def _host_rows(
+        self,
+        logits: torch.Tensor,
+        positions: np.ndarray,
+        slots: np.ndarray,
+        counts: np.ndarray,
+        rows: list[int],
+        tokens: list[int],
+    ) -> list[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
+        """Rows decided one by one: requests that must end, forced strings (chosen here) and sampled rows
+        (their draws are returned, still on the device)."""
+        sampled = []
+        for position in positions.tolist():
+            slot = int(slots[position])
+            record = self.slots[slot]
+            assert record is not None
+            state = record.state
+            if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
+                rows.append(position)
+                tokens.append(min(record.tokens.eos if record.tokens is not None else self.admission.eos_ids()))
+            elif not state.needs_proposal():
+                rows.append(position)
+                tokens.append(state.advance() if counts[position] else state.preview())
+                if counts[position]:
+                    self._plan(slot)
+            else:  # sampling (greedy rows that need a proposal are in the free lane)
+                generator = record.generator
+                before = generator.get_state() if generator is not None and not counts[position] else None
+                draw = record.sampling.propose(logits[position : position + 1], generator)
+                sampled.append((position, slot, draw, before))
+        return sampled
+
+    def _free_rows(
+        self,
+        logits: torch.Tensor,
+        positions: np.ndarray,
+        slots: np.ndarray,
+        proposals: np.ndarray,
+        rows: list[int],
+        tokens: list[int],
+    ) -> None:
+        """Free-run rows, together: each argmax joins its run, except a watched token or the run's last,
+        where the state takes the run and the rules decide the token."""
+        watched = (self.watched[slots] == proposals[:, None]).any(axis=1)
+        ends = watched | (self.run_len[slots] + 1 >= self.run_left[slots])
+        going = slots[~ends]
+        self.run[going, self.run_len[going]] = proposals[~ends]
+        self.run_len[going] += 1
+        ending = zip(positions[ends].tolist(), slots[ends].tolist(), proposals[ends].tolist(), strict=True)
+        for position, slot, proposal in ending:
+            self._level(slot)
+            token = self.slots[slot].state.advance(proposal)  # type: ignore[union-attr]
+            if token != proposal:
+                logits[position, proposal] = -FORCED_LOGIT  # overrule the argmax's winning logit
+                rows.append(position)
+                tokens.append(token)
+            self._plan(slot)
 
     def _end_refused(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         """Under speculative decoding every forced request was refused: end-of-sequence on all its rows,

@@ -216,3 +216,44 @@ def test_state_machine_matches_reference_on_hundreds_of_budgets():
         )
         seen["capped"] += summary.finish_reason == "length"
     assert min(seen.values()) >= 10, seen  # every path was really taken
+
+
+def test_free_runs_recorded_at_once_give_the_same_states():
+    """`extend_free` over any part of a free run, then `advance` from there, ends exactly where
+    `advance` token by token does (what the vLLM processors rely on to look at tokens only later)."""
+    rng = random.Random(1)
+    lazy_tokens = 0
+    for case in range(400):
+        budget, cap = random_budget(rng), rng.choice([3, 20, 60])
+        prompt = [rng.randrange(TINY_VOCAB) for _ in range(3)] + [1]
+        expected = reference_generate(scripted_logits, prompt, SMALL, budget, cap)
+        state = BudgetState(SMALL, budget, cap)
+        while not state.done:
+            if not state.needs_proposal():
+                state.advance()
+                continue
+            run = []
+            for _ in range(rng.randrange(state.free_run() + 1)):
+                token = int(scripted_logits(prompt + state.completion + run).argmax())
+                if token in state.watched():
+                    break
+                run.append(token)
+            state.extend_free(run)
+            lazy_tokens += len(run)
+            if not state.done and state.needs_proposal():
+                state.advance(int(scripted_logits(prompt + state.completion).argmax()))
+        assert state.summary() == expected, (case, budget, cap)
+    assert lazy_tokens > 1000
+
+
+def test_a_free_run_refuses_what_the_rules_would_act_on():
+    state = BudgetState(SMALL, Budget(max_thinking_tokens=3, min_thinking_tokens=2), 20)
+    assert state.free_run() == 2  # rule 2 stops acting at the minimum: a new run starts there
+    state.extend_free([5])
+    state.advance(5)
+    with pytest.raises(ValueError, match="not a free run"):
+        state.extend_free([5, 5])  # crosses the maximum
+    with pytest.raises(ValueError, match="not a free run"):
+        state.extend_free([next(iter(SMALL.end))])  # an end of thinking
+    state.extend_free([5])
+    assert state.forced_end and state.free_run() == 0

@@ -12,6 +12,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip ins
 
 from vllm import SamplingParams  # noqa: E402
 
+import decode.vllm_v2 as vllm_v2  # noqa: E402
 from decode import Budget, Sampling, get_format, prompt_ids, reference_generate  # noqa: E402
 from decode.request_args import to_request_args  # noqa: E402
 from tests.conftest import TOKENIZER_OF, tokenizer_dir  # noqa: E402
@@ -63,8 +64,12 @@ def preempt_two_at(step: int):
     return preempt
 
 
-@pytest.mark.parametrize("preset", ["s1", "think"])
-def test_greedy_tokens_match_the_reference_with_slot_reuse_reordering_and_preemption(preset, greedy_models, tokenizers):
+@pytest.mark.parametrize(("preset", "run_chunk"), [("s1", vllm_v2.RUN_CHUNK), ("think", 3)])
+def test_greedy_tokens_match_the_reference_with_slot_reuse_reordering_and_preemption(
+    preset, run_chunk, greedy_models, tokenizers, monkeypatch
+):
+    """(A run chunk of 3 makes free runs end on the chunk as well as on watched tokens and budgets.)"""
+    monkeypatch.setattr(vllm_v2, "RUN_CHUNK", run_chunk)
     model, tokenizer, fmt = greedy_models[preset], tokenizers[preset], get_format(preset)
     next_logits = cached(model)
     tokens = fmt.tokens(tokenizer, [QWEN_EOS])
