@@ -80,10 +80,11 @@ def earlier_thinking(tokenizer, n: int) -> list[int]:
     return (ids * (n // len(ids) + 1))[:n]
 
 
-def apply_cost(batch: int, runner: str, steps: int = 200) -> tuple[float, float]:
+def apply_cost(batch: int, runner: str, steps: int = 200) -> tuple[float, float, float]:
     """Median CPU milliseconds of one `apply` call of the processor (Model Runner `runner`, "V1" or "V2")
-    on a batch of greedy rows in thinking, and of the argmax vLLM's sampler takes of the same logits
-    (the same-run baseline: the work a plain greedy step does there). No engine: the processor alone,
+    on a batch of greedy rows in thinking, of the argmax vLLM's sampler takes of the same logits
+    (the same-run baseline: the work a plain greedy step does there), and of one full `first_argmax`
+    of them (the pass the processor makes where it needs the argmax itself). No engine: the processor alone,
     on logits of the real vocabulary size, driven as the runner drives it. CPU time of one thread, not
     wall time: on a shared machine a sub-millisecond call's wall time measures the scheduler."""
     from types import SimpleNamespace
@@ -94,6 +95,7 @@ def apply_cost(batch: int, runner: str, steps: int = 200) -> tuple[float, float]
 
     from decode import Budget, get_format
     from decode.request_args import to_request_args
+    from decode.sampling import first_argmax
     from decode.vllm import VLLMBudgetForcingProcessor
 
     tokenizer = str(ROOT.parent / "shared" / "tokenizers" / "qwen2.5")
@@ -139,20 +141,23 @@ def apply_cost(batch: int, runner: str, steps: int = 200) -> tuple[float, float]
             return processor.apply(scores, ctx)
 
     logits = torch.randn(batch, 151936, generator=torch.Generator().manual_seed(0))
-    times, baseline = [], []
+    times, baseline, passes = [], [], []
     for step in range(steps + 100):
         scores = logits.roll(step, dims=1)
         start = time.thread_time()
+        first_argmax(scores)
+        before = time.thread_time()
         scores = call(scores)
         middle = time.thread_time()
         chosen = scores.argmax(dim=-1).tolist()  # vLLM's sampler: the baseline
         if step >= 100:  # the first calls load the tokenizer and warm the allocator
-            times.append(middle - start)
+            passes.append(before - start)
+            times.append(middle - before)
             baseline.append(time.thread_time() - middle)
         for row, token in enumerate(chosen):
             outputs[row].append(token)
     torch.set_num_threads(threads)
-    return statistics.median(times) * 1e3, statistics.median(baseline) * 1e3
+    return statistics.median(times) * 1e3, statistics.median(baseline) * 1e3, statistics.median(passes) * 1e3
 
 
 def build_engine(folder: Path, fmt, max_len: int):
@@ -228,12 +233,12 @@ def main() -> None:
     plain = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True, detokenize=False)
 
     print("\nthe processor alone (greedy rows in thinking, 151,936-token vocabulary, one thread):")
-    print(f"{'runner':>6} {'batch':>5} | {'apply ms':>8} {'argmax ms':>9} {'apply/argmax':>12}")
+    print(f"{'runner':>6} {'batch':>5} | {'apply ms':>8} {'argmax ms':>9} {'apply/argmax':>12} {'full pass ms':>12}")
     for runner in ("V1", "V2"):
         for batch in args.apply_batches:
-            ms, base = apply_cost(batch, runner)
-            figures.append(dict(kind="apply", runner=runner, batch=batch, apply_ms=ms, argmax_ms=base))
-            print(f"{runner:>6} {batch:>5} | {ms:>8.3f} {base:>9.3f} {ms / base:>11.3f}x", flush=True)
+            ms, base, full = apply_cost(batch, runner)
+            figures.append(dict(kind="apply", runner=runner, batch=batch, apply_ms=ms, argmax_ms=base, pass_ms=full))
+            print(f"{runner:>6} {batch:>5} | {ms:>8.3f} {base:>9.3f} {ms / base:>11.3f}x {full:>12.3f}", flush=True)
     if args.apply_only:
         write(args.json, figures)
         return

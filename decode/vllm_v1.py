@@ -25,6 +25,7 @@ token, and records the run in one call when it ends.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +41,12 @@ from .vllm_requests import FORCED_LOGIT, Admission, ForcedRequest, claim_engine,
 MAX_PARKED = 4096  # states of preempted requests kept until they resume
 
 HOST, DEVICE, VLLM = "host", "device", "vllm"
+PROBE = 2048  # CPU: the ids whose best logit is compared with the replaced tokens' before any full argmax
+NOT_COMPUTED = -1  # a device-lane proposal left to vLLM's own argmax (no replaced token could win)
+PLACEHOLDER = -1  # what an output list holds, under async scheduling, for a token not yet copied back
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     """One budget-forced request in the batch."""
 
@@ -78,10 +82,11 @@ class _DeviceBatch:
 
     size: int  # the batch's number of rows
     indices: list[int]
-    rows: torch.Tensor | None  # None: every row of the batch, in order
-    redirected: torch.Tensor  # [rows, k] the argmaxes each row replaces (padded with -1)
-    targets: torch.Tensor  # [rows] what replaces them
-    position: dict[int, int] = field(default_factory=dict)  # id(row) -> its row in the tensors
+    rows: torch.Tensor  # [n] their rows in the batch
+    whole: bool  # they are every row of the batch, in order
+    redirected: torch.Tensor  # [n, k] the argmaxes each row replaces (padded by repeating one)
+    targets: torch.Tensor  # [n] what replaces them
+    position: dict[int, int] = field(default_factory=dict)  # id(row) -> its place in the tensors
 
 
 class V1BudgetForcingProcessor(LogitsProcessor):
@@ -102,7 +107,7 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         self.device = device
         self.admission = Admission(vllm_config, device, "V1")
         self.rows: dict[int, _Row] = {}
-        self.parked: OrderedDict[int, _Row] = OrderedDict()  # by id(SamplingParams): preempted requests
+        self.parked: OrderedDict[int, tuple[weakref.ref, _Row]] = OrderedDict()  # by id(SamplingParams)
         self._device_batch: _DeviceBatch | None = None
         self._proposals: torch.Tensor | None = None  # the device lane's argmaxes at the last step
         self._proposals_host: list[int] | None = None
@@ -142,17 +147,38 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         row = self.rows.pop(index, None)
         if row is None:
             return
+        if row.output and row.output[-1] == PLACEHOLDER:
+            # Async scheduling: the last step's token is not back from the device yet, so whether the
+            # request ended cannot be told. Its choice is kept for when it resumes with its tokens; a
+            # request that ended never does, and its parked state goes with its `SamplingParams`.
+            if row.choice is None:
+                row.choice = (self._device_proposal(row) if row.lane == DEVICE else NOT_COMPUTED, None)
+            self._park(row)
+            return
         if row.state is not None:
             self._level(row)  # reads the last committed token (a final end-of-sequence)
         if not row.finished(self.admission.eos_ids()):
-            self.parked[id(row.request.params)] = row  # the row holds params, so the id stays unique
-            while len(self.parked) > MAX_PARKED:
-                self.parked.popitem(last=False)
+            self._park(row)
+
+    def _park(self, row: _Row) -> None:
+        """Keep a row that left unfinished until its request resumes. Only vLLM's own record of the
+        request keeps its `SamplingParams` alive (the parked row holds it weakly), so a request that
+        finished or was aborted unseen takes its parked state with it."""
+        params, key = row.request.params, id(row.request.params)
+        row.request.params = None  # type: ignore[assignment]
+
+        def forget(ref: weakref.ref, key: int = key) -> None:
+            if self.parked.get(key, (None,))[0] is ref:
+                del self.parked[key]
+
+        self.parked[key] = (weakref.ref(params, forget), row)
+        while len(self.parked) > MAX_PARKED:
+            self.parked.popitem(last=False)
 
     def _row_for(self, params: SamplingParams, output: list[int]) -> _Row | None:
-        parked = self.parked.pop(id(params), None)
-        if parked is not None and parked.request.params is params:
-            parked.output = output  # resumed after preemption
+        ref, parked = self.parked.pop(id(params), (None, None))
+        if parked is not None and ref() is params:  # resumed after preemption
+            parked.request.params, parked.output = params, output
             return parked
         request = self.admission.admit(params)
         if request is None:
@@ -212,13 +238,33 @@ class V1BudgetForcingProcessor(LogitsProcessor):
     def _device_step(self, logits: torch.Tensor, batch: _DeviceBatch) -> None:
         """Rules 2 and 3 for every device-lane row at once, without leaving the device: where the argmax
         is one the row replaces, its replacement gets the winning logit."""
-        scores = logits if batch.rows is None else logits.index_select(0, batch.rows)
-        proposals = first_argmax(scores)
-        replaced = (batch.redirected == proposals[:, None]).any(dim=1)
-        rows = torch.arange(logits.shape[0], device=logits.device) if batch.rows is None else batch.rows
-        current = logits[rows, batch.targets]
-        logits[rows, batch.targets] = torch.where(replaced, torch.full_like(current, FORCED_LOGIT), current)
+        if logits.device.type == "cpu":
+            proposals = self._cpu_argmax(logits, batch)
+        else:  # one parallel kernel, and no copy to the host
+            proposals = first_argmax(logits if batch.whole else logits.index_select(0, batch.rows))
         self._proposals, self._proposals_host, self._positions = proposals, None, batch.position
+        if proposals is None:
+            return
+        replaced = (batch.redirected == proposals[:, None]).any(dim=1)
+        current = logits[batch.rows, batch.targets]
+        logits[batch.rows, batch.targets] = torch.where(replaced, torch.full_like(current, FORCED_LOGIT), current)
+
+    @staticmethod
+    def _cpu_argmax(logits: torch.Tensor, batch: _DeviceBatch) -> torch.Tensor | None:
+        """The argmax of the rows where it may be a token the row replaces, NOT_COMPUTED elsewhere, and
+        None where it is so nowhere. On a CPU a full pass over the vocabulary is most of the cost, and
+        it is rarely needed: a token of the first `PROBE` ids whose logit beats every replaced token
+        proves that none of them is the argmax (the tokens that end thinking are, in the usual
+        tokenizers, special tokens at the end of the vocabulary)."""
+        best_replaced = logits[batch.rows[:, None], batch.redirected].amax(dim=1)
+        probe = logits[:, :PROBE].amax(dim=1)
+        probe = probe if batch.whole else probe.index_select(0, batch.rows)
+        unsure = torch.nonzero(best_replaced >= probe).flatten()
+        if not unsure.numel():
+            return None
+        proposals = torch.full_like(batch.targets, NOT_COMPUTED)
+        proposals[unsure] = first_argmax(logits.index_select(0, batch.rows[unsure]))
+        return proposals
 
     def _build_device_batch(self, size: int) -> _DeviceBatch:
         indices = sorted(index for index, row in self.rows.items() if row.lane == DEVICE)
@@ -226,13 +272,13 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         redirected, targets = [], []
         for index in indices:
             stops, target = self.rows[index].redirect  # type: ignore[misc]
-            redirected.append(list(stops) + [-1] * (width - len(stops)))
+            redirected.append(list(stops) + [stops[0]] * (width - len(stops)))
             targets.append(target)
-        everything = len(indices) == size  # (indices are sorted and below size)
         return _DeviceBatch(
             size,
             indices,
-            None if everything else torch.tensor(indices, device=self.device, dtype=torch.long),
+            torch.tensor(indices, device=self.device, dtype=torch.long),
+            len(indices) == size,  # (indices are sorted and below size)
             torch.tensor(redirected, device=self.device, dtype=torch.long).reshape(len(indices), width),
             torch.tensor(targets, device=self.device, dtype=torch.long),
             {id(self.rows[index]): position for position, index in enumerate(indices)},
@@ -259,11 +305,13 @@ class V1BudgetForcingProcessor(LogitsProcessor):
             state.extend_free(output[len(state.completion) : row.seen])
             for position in range(row.seen, len(output)):
                 committed = output[position]
-                if row.lane == HOST and choice is not None:
+                if choice is not None:
                     proposal = choice[0] if state.needs_proposal() else None
                 elif row.lane == DEVICE:
                     proposal = self._device_proposal(row)
                 else:  # vllm lane: vLLM's own argmax, which the rules pass through
+                    proposal = NOT_COMPUTED
+                if proposal == NOT_COMPUTED:
                     proposal = committed
                 choice = None
                 if state.done or (proposal is None and state.needs_proposal()) or state.advance(proposal) != committed:
@@ -275,9 +323,12 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         self._plan(row)
 
     def _device_proposal(self, row: _Row) -> int | None:
+        """The row's argmax at the last step (NOT_COMPUTED: vLLM's own decided; None: not known)."""
         position = self._positions.get(id(row))
-        if position is None or self._proposals is None:
+        if position is None:
             return None
+        if self._proposals is None:  # no row's argmax was computed
+            return NOT_COMPUTED
         if self._proposals_host is None:  # one copy per step, of a step already finished
             self._proposals_host = self._proposals.tolist()
         return self._proposals_host[position]

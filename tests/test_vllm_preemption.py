@@ -2,7 +2,8 @@
 batch makes vLLM preempt long budget-forced requests and recompute them later, in several prefill
 chunks, at each of which the processor runs and vLLM discards its token. Every output must still be
 the reference's, and no state may be left behind: a parked state belongs to a request out of the
-batch, every preempted request has one, and none remain at the end."""
+batch, every preempted request has one, and none remain at the end, including that of a request
+the client aborts."""
 
 import pytest
 
@@ -22,6 +23,7 @@ from tests.tiny_model import QWEN_EOS, save_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CAP = 120
+ABORTED = "3"
 BUDGETS = [
     Budget(min_thinking_tokens=60, max_thinking_tokens=90, max_answer_tokens=20),
     Budget(num_ignore=4, max_thinking_tokens=80),
@@ -67,11 +69,17 @@ def test_preempted_requests_resume_token_identical_and_leave_no_state(tmp_path, 
             )
             engine.add_request(str(i), TokensPrompt(prompt_token_ids=ids), params)
             requests[str(i)] = (ids, budget)
-        outputs, preemptions = {}, {}
+        del params  # vLLM's own records alone keep each request's parameters alive
+        outputs, preemptions, steps = {}, {}, 0
         while engine.has_unfinished_requests():
             for out in engine.step():
                 if out.finished:
                     outputs[out.request_id] = list(out.outputs[0].token_ids)
+            steps += 1
+            if steps == 40:  # a client gives up on a request that has a state: it must not stay parked
+                assert not scheduler.requests[ABORTED].is_finished()
+                engine.abort_request([ABORTED])
+                del requests[ABORTED]
             live = {id(r.sampling_params): r for r in scheduler.requests.values()}
             for request in live.values():
                 preemptions[request.request_id] = request.num_preemptions

@@ -39,10 +39,15 @@ class Request:
         extra = None if budget is None else to_request_args(get_format("s1"), budget)
         self.params = SamplingParams(temperature=0, max_tokens=CAP, extra_args=extra)
         self.output: list[int] = []
+        self.token: int | None = None  # the last step's token
         self.state = None if budget is None else BudgetState(tokens, budget, CAP)
 
 
-def test_rows_follow_their_requests_through_moves_preemption_and_discarded_steps(tokenizers):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async-scheduling"])
+def test_rows_follow_their_requests_through_moves_preemption_and_discarded_steps(tokenizers, asynchronous):
+    """Under async scheduling vLLM V1 appends a placeholder (-1) for each step's token and writes the
+    token in only just before the next step's sampling: the batch changes of that step (a preemption)
+    see the placeholder."""
     tokenizer = tokenizers["s1"]
     tokens = get_format("s1").tokens(tokenizer, [QWEN_EOS])
     config = SimpleNamespace(
@@ -84,6 +89,9 @@ def test_rows_follow_their_requests_through_moves_preemption_and_discarded_steps
             update(removed=done)
             for row in done:
                 batch[row] = None
+        for request in requests:  # vLLM writes last step's tokens in before sampling
+            if request.output and request.output[-1] == -1:
+                request.output[-1] = request.token
         live = [r for r in batch if r is not None]
         if not live and step > 10:
             break
@@ -103,7 +111,8 @@ def test_rows_follow_their_requests_through_moves_preemption_and_discarded_steps
             if expected is None:
                 continue
             assert emitted[row] == expected, (step, row)
-            request.output.append(emitted[row])
+            request.token = emitted[row]
+            request.output.append(-1 if asynchronous else emitted[row])
     forced = [r for r in requests if r.state is not None]
     assert all(finished(r) or len(r.output) == CAP for r in forced)
     assert sum(r.state.waits for r in forced) > 0 and any(r.state.forced_end for r in forced)
@@ -128,7 +137,8 @@ def finished(request) -> bool:
     if state is None:
         return False
     if state.finish_reason == "max_answer":  # vLLM stops once the forced end-of-sequence is out
-        return bool(request.output) and request.output[-1] in state.tokens.eos
+        last = request.output[-1] if request.output else None
+        return (request.token if last == -1 else last) in state.tokens.eos  # (vLLM's scheduler knows the token)
     return state.done
 
 
@@ -155,3 +165,29 @@ def test_a_second_copy_for_the_same_engine_stays_idle(tokenizers):
     wait = tokens.wait[0]
     assert int(forced.argmax()) == wait and float(forced[0, wait]) == FORCED_LOGIT
     assert torch.equal(second.apply(forced.clone()), forced)
+
+
+def test_a_request_that_never_resumes_takes_its_parked_state_with_it(tokenizers):
+    """A request that leaves the batch unfinished is parked; if vLLM then drops it (aborted, or ended
+    where the processor could not see it: async scheduling), its `SamplingParams` die with vLLM's
+    record of it, and the parked state goes too."""
+    import gc
+
+    folder = str(tokenizer_dir("qwen2.5"))
+    config = SimpleNamespace(speculative_config=None, model_config=SimpleNamespace(model=folder, tokenizer=folder))
+    processor = VLLMBudgetForcingProcessor(config, torch.device("cpu"), False)
+    tokens = get_format("s1").tokens(tokenizers["s1"], [QWEN_EOS])
+    kept, dropped = Request(Budget(min_thinking_tokens=4), tokens), Request(Budget(min_thinking_tokens=4), tokens)
+    processor.update_state(
+        BatchUpdate(2, [], [(0, kept.params, [1], kept.output), (1, dropped.params, [1], dropped.output)], [])
+    )
+    emitted = first_argmax(processor.apply(torch.randn(2, VOCAB_SIZE))).tolist()
+    kept.output.append(emitted[0])
+    dropped.output.append(-1)  # async scheduling: the token is not back yet
+    processor.update_state(BatchUpdate(2, [0, 1], [], []))
+    assert len(processor.parked) == 2
+    del dropped
+    gc.collect()
+    assert [ref() for ref, _ in processor.parked.values()] == [kept.params]
+    processor.update_state(BatchUpdate(1, [], [(0, kept.params, [1], kept.output)], []))  # resumes
+    assert not processor.parked and processor.rows[0].request.params is kept.params
