@@ -13,7 +13,8 @@ Each step, a request is in one of these lanes:
 
 - *device* (greedy, thinking): the argmax and rule 2 or 3 run on the device for all such rows at
   once: where the argmax ends thinking, its replacement (the wait string's first token, or the
-  closing string's) gets the winning logit. Nothing is copied to the host;
+  closing string's) gets the winning logit. The argmaxes are read on the host only at a step after
+  a watched token came out, from a copy started when they were made (no wait for the running step);
 - *vllm* (greedy, where no rule can act: the answer, or thinking where every end is allowed): the
   logits are left alone and vLLM's own argmax decides;
 - *host* (forced strings, sampling, end-of-sequence): decided in Python, row by row.
@@ -57,7 +58,9 @@ class _Row:
     horizon: int = 0  # the output length at which the free run ends (device and vllm lanes)
     watched: frozenset[int] = frozenset()  # tokens that end the free run when they appear
     redirect: tuple[tuple[int, ...], int] | None = None  # device lane: the argmaxes replaced, and by what
-    choice: tuple[int | None, torch.Tensor | None] | None = None  # host lane: (proposal, random stream before)
+    # The choice behind the last step's token, until the output shows it: (proposal, the random stream
+    # before the draw). Host lane; also a row that left before its token came back (async scheduling).
+    choice: tuple[int | None, torch.Tensor | None] | None = None
 
     @property
     def state(self) -> BudgetState | None:
@@ -112,6 +115,8 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         self._proposals: torch.Tensor | None = None  # the device lane's argmaxes at the last step
         self._proposals_host: list[int] | None = None
         self._positions: dict[int, int] = {}  # id(row) -> its place in `_proposals`
+        self._copied: tuple[torch.Tensor, torch.Event] | None = None  # GPU: their copy on its way to the host
+        self.pin_memory = is_pin_memory
 
     def is_argmax_invariant(self) -> bool:
         return self.duplicate  # it decides the token, greedy included (an idle duplicate changes nothing)
@@ -238,13 +243,18 @@ class V1BudgetForcingProcessor(LogitsProcessor):
     def _device_step(self, logits: torch.Tensor, batch: _DeviceBatch) -> None:
         """Rules 2 and 3 for every device-lane row at once, without leaving the device: where the argmax
         is one the row replaces, its replacement gets the winning logit."""
+        self._proposals_host, self._positions, self._copied = None, batch.position, None
         if logits.device.type == "cpu":
-            proposals = self._cpu_argmax(logits, batch)
-        else:  # one parallel kernel, and no copy to the host
-            proposals = first_argmax(logits if batch.whole else logits.index_select(0, batch.rows))
-        self._proposals, self._proposals_host, self._positions = proposals, None, batch.position
-        if proposals is None:
-            return
+            proposals = self._proposals = self._cpu_argmax(logits, batch)
+            if proposals is None:
+                return
+        else:  # one parallel kernel; the copy to the host is waited for only when a row needs it
+            proposals = self._proposals = first_argmax(logits if batch.whole else logits.index_select(0, batch.rows))
+            host = torch.empty(proposals.shape, dtype=proposals.dtype, pin_memory=self.pin_memory)
+            host.copy_(proposals, non_blocking=True)
+            event = torch.Event(device=proposals.device)
+            event.record()
+            self._copied = (host, event)
         replaced = (batch.redirected == proposals[:, None]).any(dim=1)
         current = logits[batch.rows, batch.targets]
         logits[batch.rows, batch.targets] = torch.where(replaced, torch.full_like(current, FORCED_LOGIT), current)
@@ -329,8 +339,13 @@ class V1BudgetForcingProcessor(LogitsProcessor):
             return None
         if self._proposals is None:  # no row's argmax was computed
             return NOT_COMPUTED
-        if self._proposals_host is None:  # one copy per step, of a step already finished
-            self._proposals_host = self._proposals.tolist()
+        if self._proposals_host is None:
+            if self._copied is None:
+                self._proposals_host = self._proposals.tolist()
+            else:  # waits for that copy only, not for the step running now
+                host, event = self._copied
+                event.synchronize()
+                self._proposals_host = host.tolist()
         return self._proposals_host[position]
 
     def _rebuild(self, row: _Row) -> None:
