@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 IM_START = 151644
+IM_END = 151645  # Qwen2.5's end-of-sequence, which a forced request turns into the closing string in thinking
 QUESTIONS = [
     "What is 17 * 23?",
     "How many positive divisors does 360 have?",
@@ -87,7 +88,7 @@ def apply_cost(batch: int, runner: str, steps: int = 200, competitive: bool = Fa
     of them (the pass the processor makes where it needs the argmax itself). No engine: the processor alone,
     on logits of the real vocabulary size, driven as the runner drives it. CPU time of one thread, not
     wall time: on a shared machine a sub-millisecond call's wall time measures the scheduler.
-    `competitive`: the end-of-thinking token's logit is just below each row's maximum at every step
+    `competitive`: the end-of-sequence token's logit is just below each row's maximum at every step
     (where a CPU processor must take the full argmax of every row)."""
     from types import SimpleNamespace
 
@@ -147,7 +148,7 @@ def apply_cost(batch: int, runner: str, steps: int = 200, competitive: bool = Fa
     for step in range(steps + 100):
         scores = logits.roll(step, dims=1)
         if competitive:
-            scores[:, IM_START] = scores.amax(dim=1) - 1e-3
+            scores[:, IM_END] = scores.amax(dim=1) - 1e-3
         start = time.thread_time()
         first_argmax(scores)
         before = time.thread_time()
@@ -244,7 +245,7 @@ def main() -> None:
             name = runner + ("*" if competitive else "")
             figures.append(dict(kind="apply", runner=name, batch=batch, apply_ms=ms, argmax_ms=base, pass_ms=full))
             print(f"{name:>6} {batch:>5} | {ms:>8.3f} {base:>9.3f} {ms / base:>11.3f}x {full:>12.3f}", flush=True)
-    print("(V1*: the end-of-thinking token's logit just below every row's maximum at every step)")
+    print("(V1*: the end-of-sequence token's logit just below every row's maximum at every step)")
     if args.apply_only:
         write(args.json, figures)
         return

@@ -470,7 +470,7 @@ def _generate_elsewhere(
 
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(str(tokenizer))
-    eos = sorted(set(eos_ids(None, tokenizer)) | set(_config_eos(config_path)))
+    eos = folder_eos_ids(config_path, tokenizer)
     if fmt is None:
         rows = [prompt_ids(tokenizer, p, None, template_kwargs) for p in prompts]
         return plain_generate(plain_engine, rows, eos, budgets, tokenizer, batch_size=batch_size,
@@ -500,6 +500,12 @@ def _honours_penalty(backend: str) -> bool:
 
     # The adapter passes it on (vLLM then refuses it where its engine cannot put it into the proposal).
     return vllm_sampling_params(Sampling(repetition_penalty=2.0), 1, None).repetition_penalty == 2.0
+
+
+def folder_eos_ids(model_path: str | None, tokenizer: Any) -> list[int]:
+    """End-of-sequence ids of a model folder: the tokenizer's and its generation config's (those vLLM
+    stops at, and those an HTTP client must agree on with a server)."""
+    return sorted(set(eos_ids(None, tokenizer)) | set(_config_eos(model_path)))
 
 
 def _config_eos(model_path: str | None) -> list[int]:

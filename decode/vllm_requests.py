@@ -20,6 +20,7 @@ from vllm import SamplingParams
 
 from .budget import Budget
 from .formats import FormatTokens, ThinkingFormat
+from .generate import folder_eos_ids
 from .hf import DEFAULT_MAX_NEW_TOKENS
 from .request_args import from_request_args
 from .sampling import Sampling
@@ -48,18 +49,7 @@ def claim_engine(vllm_config: Any, processor: object) -> bool:
     return True
 
 
-def eos_token_ids(model_path: str | None, tokenizer: Any) -> list[int]:
-    """End-of-sequence ids vLLM stops at: the tokenizer's and the model's generation config's."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    if model_path:
-        try:
-            from transformers import GenerationConfig
-
-            config_eos = GenerationConfig.from_pretrained(model_path).eos_token_id
-        except (OSError, ValueError):
-            config_eos = None
-        ids.update([config_eos] if isinstance(config_eos, int) else config_eos or [])
-    return sorted(ids)
+eos_token_ids = folder_eos_ids  # the ids vLLM stops at: the tokenizer's and the generation config's
 
 
 def sampling_of(params: SamplingParams) -> Sampling:

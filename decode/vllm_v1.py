@@ -272,6 +272,8 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         unsure = torch.nonzero(best_replaced >= probe).flatten()
         if not unsure.numel():
             return None
+        if 2 * unsure.numel() > batch.rows.numel():  # most rows: one pass, without copying rows
+            return first_argmax(logits if batch.whole else logits.index_select(0, batch.rows))
         proposals = torch.full_like(batch.targets, NOT_COMPUTED)
         proposals[unsure] = first_argmax(logits.index_select(0, batch.rows[unsure]))
         return proposals

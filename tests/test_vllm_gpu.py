@@ -1,6 +1,7 @@
-"""The check a GPU user runs: budget forcing on a real vLLM engine under Model Runner V2.
+"""The check a GPU user runs: budget forcing on a real vLLM engine under Model Runner V2, and under
+Model Runner V1 with async scheduling (vLLM's default on GPUs, which the CPU build turns off).
 
-    VLLM_USE_V2_MODEL_RUNNER=1 python -m pytest tests/test_vllm_gpu.py -q
+    python -m pytest tests/test_vllm_gpu.py -q
 
 It needs a CUDA GPU, the CUDA build of vLLM (with Triton) and ../shared (the tokenizers). Elsewhere it
 is skipped: no V2 engine starts without Triton, so on CPU machines Model Runner V2 is covered by the
@@ -8,8 +9,6 @@ harness of tests/test_vllm_v2.py instead. A tiny random model, built from a conf
 requests with mixed budgets must give the transformers adapter's tokens, plain requests beside them
 the model's own, and a small KV cache forces preemption on the way.
 """
-
-import os
 
 import pytest
 import torch
@@ -25,15 +24,18 @@ from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS, check  # noqa: E402
 from tests.tiny_model import save_tiny_model  # noqa: E402
 
 
+@pytest.mark.parametrize("runner", ["V2", "V1"])
 @pytest.mark.parametrize("preset", ["s1", "think"])
-def test_forced_and_plain_requests_on_model_runner_v2(preset, tmp_path, greedy_models, tokenizers):
-    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
+def test_forced_and_plain_requests_on_a_gpu(runner, preset, tmp_path, monkeypatch, greedy_models, tokenizers):
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1" if runner == "V2" else "0")
     folder = tmp_path / "model"
     save_tiny_model(folder, tokenizer_dir(TOKENIZER_OF[preset]), GREEDY_BIASES[preset], 1, GREEDY_INIT_STD)
     model, tokenizer, fmt = greedy_models[preset], tokenizers[preset], get_format(preset)
     llm = load_llm(str(folder), dtype="float32", max_model_len=512, seed=0, num_gpu_blocks_override=64, block_size=16)
     try:
-        assert llm.llm_engine.vllm_config.use_v2_model_runner
+        config = llm.llm_engine.vllm_config
+        assert config.use_v2_model_runner == (runner == "V2")
+        assert config.scheduler_config.async_scheduling
         prompts = PROMPTS * 2
         results = generate(llm, tokenizer, prompts, format=fmt, budget=BUDGETS, max_new_tokens=CAP, backend="vllm")
         check(results, generate(model, tokenizer, prompts, format=fmt, budget=BUDGETS, max_new_tokens=CAP))
