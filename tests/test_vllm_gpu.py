@@ -15,7 +15,7 @@ import torch
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed")
 if not torch.cuda.is_available():
-    pytest.skip("Model Runner V2 needs a CUDA GPU", allow_module_level=True)
+    pytest.skip("the GPU check needs a CUDA GPU (V2 and async scheduling run only there)", allow_module_level=True)
 
 from decode import generate, get_format, prompt_ids  # noqa: E402
 from decode.vllm import load_llm, release_llms  # noqa: E402
