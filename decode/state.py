@@ -110,13 +110,19 @@ class BudgetState:
         if proposal is None:
             raise ValueError("the next token is not forced: preview() needs the model's proposal")
         proposal = int(proposal)
-        if not self.thinking_phase or proposal not in self.tokens.stops_thinking:
-            return proposal
+        replaced, replacement = self.replaced_ends()
+        return replacement if proposal in replaced else proposal
+
+    def replaced_ends(self) -> tuple[frozenset[int], int]:
+        """The proposals rule 2 or 3 would replace now, and the first token emitted in their place: in
+        thinking, every end of thinking by the wait string while it applies, else an end-of-sequence
+        by the closing string. Outside thinking, nothing (the replacement is then meaningless)."""
+        tokens = self.tokens
+        if not self.thinking_phase:
+            return frozenset(), -1
         if self.replaces_end():
-            return self.tokens.wait[0]
-        if proposal in self.tokens.end:
-            return proposal
-        return self.tokens.close[0][0]
+            return tokens.stops_thinking, tokens.wait[0]
+        return tokens.eos - tokens.end, tokens.close[0][0]
 
     def free_run(self) -> int:
         """How many of the next tokens the model chooses with no rule able to act on them, unless one of

@@ -160,6 +160,10 @@ class Admission:
         logger.error("budget forcing (Model Runner %s): request refused, ending it: %s", self.runner, reason)
         return ForcedRequest(params, None, Budget(), None, Sampling(), None)
 
+    def end_token(self, request: ForcedRequest) -> int:
+        """The end-of-sequence a processor forces to end `request` (refused, or its answer budget spent)."""
+        return min(request.tokens.eos if request.tokens is not None else self.eos_ids())
+
     def eos_ids(self) -> list[int]:
         if self._eos is None:
             self._eos = eos_token_ids(self.model_path, self.tokenizer())

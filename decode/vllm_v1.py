@@ -230,7 +230,7 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         """The token of a host-lane row, remembered until the output shows whether vLLM committed it."""
         state = row.state
         if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
-            return min(row.request.tokens.eos if row.request.tokens is not None else self.admission.eos_ids())
+            return self.admission.end_token(row.request)
         if not state.needs_proposal():
             row.choice = (None, None)
             return state.preview()
@@ -366,17 +366,12 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         state, sampling = row.state, row.request.sampling
         row.lane, row.redirect, row.watched, row.horizon = HOST, None, frozenset(), 0
         if state is not None and not state.done and state.needs_proposal() and sampling.greedy:
-            tokens = state.tokens
             row.horizon = len(row.output) + state.free_run()
             row.watched = state.watched()
             row.lane = VLLM
-            if state.thinking_phase:
-                if state.replaces_end():  # rule 2: every end of thinking becomes the wait string
-                    redirected, target = state.tokens.stops_thinking, tokens.wait[0]
-                else:  # rule 3: an end-of-sequence inside thinking becomes the closing string
-                    redirected, target = state.tokens.eos - tokens.end, tokens.close[0][0]
-                if redirected:
-                    row.lane, row.redirect = DEVICE, (tuple(sorted(redirected)), target)
-                    row.watched = row.watched | {target}
+            redirected, target = state.replaced_ends()  # (nothing in the answer)
+            if redirected:
+                row.lane, row.redirect = DEVICE, (tuple(sorted(redirected)), target)
+                row.watched = row.watched | {target}
         if (row.lane, row.redirect) != before:
             self._device_batch = None

@@ -233,7 +233,7 @@ class V2BudgetForcingProcessor(LogitsProcessor):
             state = record.state
             if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
                 rows.append(position)
-                tokens.append(min(record.tokens.eos if record.tokens is not None else self.admission.eos_ids()))
+                tokens.append(self.admission.end_token(record))
             elif not state.needs_proposal():
                 rows.append(position)
                 tokens.append(state.advance() if counts[position] else state.preview())
