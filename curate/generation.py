@@ -76,6 +76,12 @@ class ModelSpec:
                 "thinking format has no thinking to budget): cap it with max_tokens / max_answer_tokens, or give "
                 "the thinking format it was trained on (format: s1 or think)"
             )
+        limit, window = self.max_thinking_tokens, self.max_tokens
+        if isinstance(limit, int) and isinstance(window, int) and 0 < window <= limit:
+            raise CurateError(
+                f"model {self.name!r}: max_thinking_tokens {limit} cannot bind: max_tokens {window} ends every "
+                f"completion first; raise max_tokens above {limit} (with room for the answer) or lower the budget"
+            )
 
     @property
     def thinking_format(self) -> str | None:
@@ -91,7 +97,17 @@ class ModelSpec:
             values.pop("chat_template_kwargs")
         if values["sampling"] is None:  # absent, as before the setting existed: earlier caches stay valid
             values.pop("sampling")
+        # The model by what it is: weights replaced under the same path are another model, asked anew.
+        folders = [self.tokenizer] if self.backend == "openai" else [self.model, self.tokenizer]
+        values["model_fingerprint"] = " ".join(_fingerprint(f) for f in folders if f)
         return values
+
+
+def _fingerprint(name_or_path: str) -> str:
+    """`decode.preflight.model_fingerprint` (a few MB read, whatever the model's size)."""
+    from decode.preflight import model_fingerprint
+
+    return model_fingerprint(name_or_path)
 
 
 class _Loaded:

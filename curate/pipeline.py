@@ -23,6 +23,8 @@ from typing import Any
 
 import datasets
 
+from evals.inputs import check_argument
+
 from .cache import CallCache, StageCache, content_hash, file_hash
 from .cap import cap
 from .decontaminate import decontaminate, eval_set_paths
@@ -86,6 +88,8 @@ def run(recipe: CurateRecipe, stop_after: str | None = None, log: Callable[[str]
 
     `stop_after`: run ingest and the stages up to and including this one, and stop (no final output).
     """
+    check_argument("curate.run", "recipe", recipe, CurateRecipe, "a CurateRecipe (curate.load_recipe('recipe.yaml'))")
+    check_argument("curate.run", "stop_after", stop_after, (str, type(None)), "a stage name or None")
     out_dir = Path(recipe.output_dir)
     cache_root = Path(recipe.cache_dir)
     stages = StageCache(cache_root)

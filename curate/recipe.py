@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.inputs import dtype_problem, grading_problem, positive_int_problem, type_problem
+from evals.inputs import check_argument, dtype_problem, grading_problem, positive_int_problem, type_problem
 from evals.recipe import read_settings
 
 from .api import ApiSettings
@@ -229,6 +229,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> CurateRe
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> CurateRecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. output_dir from the command line)."""
+    check_argument("curate.load_recipe", "overrides", overrides, (dict, type(None)), "a dict of settings or None")
     data = read_settings(path, CurateError)
     data.update(overrides or {})
     return recipe_from_dict(data, str(path))

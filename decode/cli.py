@@ -7,9 +7,17 @@ optionally, per-row budget fields (`max_thinking_tokens`, `min_thinking_tokens`,
 `finish_reason`, and the run's `dtype` (what `--dtype auto` resolved to; null with --backend openai,
 where the server decides) and `sampling` (the settings used, `--sampling model` resolved).
 
-Everything is checked before the model loads; bad input writes nothing. Progress goes to
-`OUTPUT.partial` after every batch, so an interrupted run started again with the same arguments
-resumes where it stopped; the output file appears, whole, only at the end.
+Row keys: `prompt` and the budget fields are read; the fields of an output row (so an output file
+can be read back) are replaced; a key that names a generation setting (`max_tokens`, `temperature`,
+`seed`, ...) is refused, since settings are the command line's and a row cannot change them; any
+other key is data, copied to the output unread. A key given twice in one row is refused.
+
+Everything is checked before the model loads (the device, the output path, the model folder's files,
+the tokenizer against the model's embedding, every number, the prompts); bad input writes nothing.
+Progress goes to `OUTPUT.partial` after every batch, so an interrupted run started again with the same
+arguments resumes where it stopped; the output file appears, whole, only at the end. A resume keeps a
+saved row only if it is the input row it names, in order, once, made with this run's settings,
+input and weights (the header's fingerprint); any other saved line is refused, naming its line.
 """
 
 from __future__ import annotations
@@ -42,11 +50,44 @@ from .generate import (
     windows_of,
 )
 from .openai_client import ClientSettingsError, ServerError
+from .preflight import (
+    device_problem,
+    loads_unique,
+    model_fingerprint,
+    model_folder_problem,
+    output_problem,
+    vocabulary_problem,
+)
 from .result import BudgetResult
 from .sampling import Sampling
 
 BUDGET_FIELDS = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
 OUTPUT_FIELDS = tuple(BudgetResult.__dataclass_fields__)  # an output file read back as input holds these
+RUN_FIELDS = ("dtype", "sampling")  # what every output row records of the run
+# Generation settings of this and other engines (vLLM, transformers, OpenAI): on a row they would look
+# like they apply to it, and they do not; each is refused, with where the setting goes instead.
+SETTING_KEYS = {
+    "max_tokens": "--max-new-tokens",
+    "max_new_tokens": "--max-new-tokens",
+    "max_completion_tokens": "--max-new-tokens",
+    "max_length": "--max-new-tokens",
+    "min_tokens": "min_thinking_tokens (per row) or --min-thinking",
+    "min_new_tokens": "min_thinking_tokens (per row) or --min-thinking",
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+    "top_k": "--top-k",
+    "min_p": "--sampling model",
+    "repetition_penalty": "--repetition-penalty",
+    "do_sample": "--temperature",
+    "greedy": "--greedy",
+    "seed": "--seed",
+    "n": "one row per completion",
+    "stop": "the format's strings (--format)",
+    "wait": "--wait",
+    "format": "--format",
+    "budget": "max_thinking_tokens, min_thinking_tokens, num_ignore, max_answer_tokens",
+    "chat_template_kwargs": "--chat-template-kwargs",
+}
 
 
 class InputError(ValueError):
@@ -133,7 +174,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_unique(line)
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict) or "prompt" not in row:
@@ -161,8 +202,13 @@ def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list
     budgets = []
     for number, row in enumerate(rows, start=1):
         for key in row:
-            if key in BUDGET_FIELDS or key in OUTPUT_FIELDS or key == "prompt":
+            if key in BUDGET_FIELDS or key in OUTPUT_FIELDS or key in RUN_FIELDS or key == "prompt":
                 continue
+            if key in SETTING_KEYS:
+                raise InputError(
+                    f"{path}: row {number}: {key!r} is a generation setting, which a row cannot set "
+                    f"(use {SETTING_KEYS[key]}); per-row budget keys: {', '.join(BUDGET_FIELDS)}"
+                )
             close = difflib.get_close_matches(key, BUDGET_FIELDS, n=1, cutoff=0.75)
             if close:
                 raise InputError(
@@ -183,36 +229,78 @@ def row_budgets(rows: list[dict[str, Any]], default: Budget, path: Path) -> list
 
 
 def _fingerprint(args: argparse.Namespace, resolved: dict[str, Any]) -> str:
-    """Of the settings, the input and what `auto` and `--sampling model` resolved to (a resume never mixes them)."""
+    """Of the settings, the input, what `auto` and `--sampling model` resolved to, and the model's files
+    (`model_fingerprint`: other weights at the same path are another model): a resume never mixes them."""
     skip = ("output", "device", "engine_args")
     settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
     if args.chat_template_kwargs is None:  # unset: the same fingerprint as before the option existed
         settings.pop("chat_template_kwargs", None)
     settings["resolved"] = json.dumps(resolved, sort_keys=True)
+    folders = [args.tokenizer] if args.backend == "openai" else [args.model, args.tokenizer]  # not a server's
+    settings["model_files"] = " ".join(model_fingerprint(f) for f in folders if f)
     digest = hashlib.sha256(json.dumps(settings).encode())
     digest.update(args.input.read_bytes())
     return digest.hexdigest()
 
 
-def _resume(partial: Path, fingerprint: str) -> list[str]:
-    """Completed output lines of an earlier interrupted run with the same settings, if any."""
+def _resume(partial: Path, fingerprint: str, rows: list[dict[str, Any]], used: dict[str, Any]) -> list[str]:
+    """Saved lines of an earlier interrupted run with the same settings, input and weights, each checked.
+
+    A partial file made with other settings (or whose header was cut short) is started over: nothing
+    of it is kept. Under the right header, each line must be `{"row": i, "output": ...}` for the next
+    input row i, repeat that row and hold a whole result made with this run's dtype and sampling; a
+    line that is not is refused by its line number, never skipped. Only the last line may be cut short
+    (the one being written when the run stopped); it is dropped."""
     if not partial.exists():
         return []
-    lines = partial.read_text(encoding="utf-8").split("\n")
+    lines = partial.read_bytes().split(b"\n")
     try:
         header = json.loads(lines[0])
-    except json.JSONDecodeError:
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return []
-    if header.get("fingerprint") != fingerprint:
+    if not isinstance(header, dict) or header.get("fingerprint") != fingerprint:
+        print(f"note: {partial} was made with other settings, input or weights; starting over", file=sys.stderr)
         return []
     done = []
-    for line in lines[1:]:
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            break  # the line being written when the run stopped
-        done.append(line)
+    for number, raw in enumerate(lines[1:-1], start=2):  # lines[-1] follows the last newline: cut short or empty
+        problem = _saved_line_problem(raw, len(done), rows, used)
+        if problem:
+            raise InputError(f"{partial}: line {number}: {problem}; delete {partial} to start over")
+        done.append(raw.decode("utf-8"))
     return done
+
+
+def _saved_line_problem(raw: bytes, index: int, rows: list[dict[str, Any]], used: dict[str, Any]) -> str | None:
+    """What keeps a saved line from being the result of input row `index` made with these settings."""
+    try:
+        saved = loads_unique(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"not a saved result ({getattr(err, 'msg', err)})"
+    if not isinstance(saved, dict) or set(saved) != {"row", "output"} or not isinstance(saved["output"], dict):
+        return "not a saved result (expected {'row': N, 'output': {...}})"
+    if saved["row"] != index:
+        return f"holds input row {saved['row']!r} where row {index} comes next (rows out of order or twice)"
+    if index >= len(rows):
+        return f"holds row {index}, but the input has {len(rows)} rows"
+    output, row = saved["output"], rows[index]
+    expected = set(row) | set(OUTPUT_FIELDS) | set(used)
+    if set(output) != expected:
+        wrong = sorted(set(output) ^ expected)
+        return f"row {index}'s result has other fields than a result of this run ({', '.join(wrong[:4])})"
+    for key, value in row.items():
+        if key not in OUTPUT_FIELDS and key not in used and output[key] != value:
+            return f"row {index}'s result does not repeat input row {index + 1} ({key!r} differs)"
+    for key, value in used.items():
+        if output[key] != json.loads(json.dumps(value)):
+            return f"row {index} was made with {key} {output[key]!r}; this run uses {value!r}"
+    try:
+        BudgetResult(**{k: output[k] for k in OUTPUT_FIELDS})
+        ok = all(isinstance(t, int) and not isinstance(t, bool) for t in output["completion_ids"])
+        ok = ok and all(isinstance(output[k], int) for k in ("thinking_tokens", "answer_tokens", "waits"))
+        ok = ok and isinstance(output["thinking"], str) and isinstance(output["answer"], str)
+    except TypeError:
+        ok = False
+    return None if ok else f"row {index}'s result is not a whole result (ids, texts, counts)"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -227,8 +315,11 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if not args.output.parent.is_dir():
-        raise InputError(f"output folder {args.output.parent} does not exist")
+    problem = output_problem(args.output, args.input) or output_problem(_partial_path(args.output), args.input)
+    if args.backend == "hf":
+        problem = problem or device_problem(args.device)
+    if problem:
+        raise InputError(problem)
     fmt = get_format(args.format)
     if args.wait is not None:
         fmt = fmt.with_wait(args.wait)
@@ -240,8 +331,12 @@ def run(args: argparse.Namespace) -> None:
         raise InputError("--backend openai needs --tokenizer (prompts are sent as token ids)")
     rows = read_rows(args.input)
     budgets = row_budgets(rows, budget, args.input)
+    check_windows(budget, budgets, args.max_new_tokens, args.input)
     if args.backend != "openai":
         check_source(args.model, "model")
+        problem = model_folder_problem(args.model, tokenizer_needed=args.tokenizer is None)
+        if problem:
+            raise InputError(problem)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     tokens = fmt.tokens(tokenizer)  # refuse a format this tokenizer cannot express before loading the model
     template_kwargs = args.chat_template_kwargs
@@ -251,6 +346,9 @@ def run(args: argparse.Namespace) -> None:
     # window: both are checked on the tokenizer and the model's config, before the model loads.
     engine_limit = (args.engine_args or {}).get("max_model_len") if args.backend == "vllm" else None
     config = read_model_config(args.model) if args.backend != "openai" else read_model_config(args.tokenizer)
+    problem = vocabulary_problem(tokenizer, config)
+    if problem:
+        raise InputError(problem)
     try:
         tokenize_prompts(
             tokenizer,
@@ -263,23 +361,24 @@ def run(args: argparse.Namespace) -> None:
     except PromptError as err:
         raise InputError(f"{args.input}: row {err.index + 1}: 'prompt' {err.detail}") from None
     engine_args = dict(args.engine_args or {})
+    dtype = None  # the server's
+    if args.backend != "openai":  # the dtype the model will run in, as load_model and the vLLM engine take it
+        try:
+            dtype = resolve_dtype(args.model, engine_args.get("dtype", args.dtype))
+        except ValueError as err:
+            raise InputError(str(err)) from None
+    used = {"dtype": dtype, "sampling": dataclasses.asdict(sampling)}
+    partial = _partial_path(args.output)
+    fingerprint = _fingerprint(args, used)
+    done = _resume(partial, fingerprint, rows, used)  # checked before the model loads
     if args.backend == "hf":
         model = load_model(args.model, args.dtype, args.device)
-        dtype = model_dtype(model)
+        if model_dtype(model) != dtype:
+            raise ModelLoadError(f"model {args.model!r} loaded in {model_dtype(model)}, not the {dtype} asked for")
     else:
         model = args.model  # the backend builds its engine or client once
-        dtype = None  # the server's
         if args.backend == "vllm":
-            try:
-                dtype = resolve_dtype(args.model, engine_args.get("dtype", args.dtype))
-            except ValueError as err:
-                raise InputError(str(err)) from None
             engine_args["dtype"] = dtype
-    used = {"dtype": dtype, "sampling": dataclasses.asdict(sampling)}
-
-    partial = args.output.with_name(args.output.name + ".partial")
-    fingerprint = _fingerprint(args, used)
-    done = _resume(partial, fingerprint)
     with partial.open("w", encoding="utf-8") as out:
         out.write(json.dumps({"fingerprint": fingerprint}) + "\n")
         out.writelines(line + "\n" for line in done)
@@ -288,8 +387,9 @@ def run(args: argparse.Namespace) -> None:
         progress = tqdm(total=len(rows), initial=start, desc="decode", unit="prompt", disable=None)
 
         def save(offset: int, results: list) -> None:
-            for row, result in zip(rows[start + offset :], results, strict=False):
-                out.write(json.dumps({**row, **result.to_dict(), **used}, ensure_ascii=False) + "\n")
+            for index, result in enumerate(results, start=start + offset):
+                output = {**rows[index], **result.to_dict(), **used}
+                out.write(json.dumps({"row": index, "output": output}, ensure_ascii=False) + "\n")
             out.flush()
             progress.update(len(results))
 
@@ -318,10 +418,40 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"{args.input}: row {start + err.index + 1}: 'prompt' {err.detail}") from None
         progress.close()
     lines = partial.read_text(encoding="utf-8").split("\n")[1:]
+    outputs = [json.dumps(json.loads(line)["output"], ensure_ascii=False) for line in lines if line]
     tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
+    tmp.write_text("\n".join(outputs) + "\n", encoding="utf-8")
     os.replace(tmp, args.output)
     partial.unlink()
+
+
+def _partial_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def check_windows(default: Budget, budgets: list[Budget], max_new_tokens: int | None, path: Path) -> None:
+    """Refuse a budget that cannot bind: a thinking maximum (or minimum) at or past `--max-new-tokens`
+    is never reached, since the completion ends first; the run would report every row within budget."""
+    if max_new_tokens is None:
+        return
+    for flag, value in (
+        ("--max-thinking", default.max_thinking_tokens),
+        ("--min-thinking", default.min_thinking_tokens),
+    ):
+        if value is not None and value > 0 and value >= max_new_tokens:
+            raise InputError(
+                f"{flag} {value} cannot bind: --max-new-tokens {max_new_tokens} ends every completion first; "
+                f"raise --max-new-tokens above {value} (with room for the answer) or lower {flag}"
+            )
+    for number, budget in enumerate(budgets, start=1):
+        for name in ("max_thinking_tokens", "min_thinking_tokens"):
+            value = getattr(budget, name)
+            if value is not None and value > 0 and value >= max_new_tokens:
+                raise InputError(
+                    f"{path}: row {number}: {name} {value} cannot bind: --max-new-tokens {max_new_tokens} ends "
+                    f"every completion first; raise --max-new-tokens above {value} (with room for the answer) "
+                    "or lower the budget"
+                )
 
 
 def _sampling(args: argparse.Namespace) -> Sampling:
@@ -340,6 +470,19 @@ def _sampling(args: argparse.Namespace) -> Sampling:
         source = (args.tokenizer or args.model) if args.backend == "openai" else args.model
         return Sampling.from_generation_config(source)
     if args.temperature in (None, 0):
+        ignored = [flag for flag, set_ in (("--top-p", args.top_p != 1.0), ("--top-k", args.top_k != 0)) if set_]
+        if ignored:
+            how = (
+                "--greedy"
+                if args.greedy
+                else f"--temperature {args.temperature}"
+                if args.temperature
+                else "no --temperature"
+            )
+            raise InputError(
+                f"{', '.join(ignored)} only shape sampling, and {how} decodes greedily; give --temperature > 0 "
+                f"to sample, or drop {', '.join(ignored)}"
+            )
         return Sampling(repetition_penalty=args.repetition_penalty)
     return Sampling(args.temperature, args.top_p, args.top_k, repetition_penalty=args.repetition_penalty)
 

@@ -161,6 +161,12 @@ class FormatTokens:
             raise FormatError(f"{where}: wait string {fmt.wait!r} must not contain an end of thinking or sequence")
         if not wait:
             raise FormatError(f"{where}: wait string {fmt.wait!r} encodes to no tokens")
+        special = set(getattr(tokenizer, "all_special_ids", None) or ()) | set(_added_special_ids(tokenizer))
+        if any(t in special for t in wait):
+            raise FormatError(
+                f"{where}: wait string {fmt.wait!r} holds a special token of this tokenizer "
+                f"({[t for t in wait if t in special]}); the model reads it as a control token, not a word"
+            )
         open_ids = encode(fmt.open)
         if not open_ids:
             raise FormatError(f"{where}: open string {fmt.open!r} encodes to no tokens")
@@ -171,3 +177,9 @@ class FormatTokens:
         close_tail = [t for t, pos in close if pos == AFTER_END]
         close_suffix = tokenizer.decode(close_tail) if close_tail else ""
         return cls(fmt, open_ids, end, eos, close, with_end("force"), wait, close_suffix)
+
+
+def _added_special_ids(tokenizer: Any) -> list[int]:
+    """Ids of the tokenizer's added tokens marked special (`<|im_start|>`, `<|endoftext|>`, ...)."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return [int(i) for i, token in decoder.items() if getattr(token, "special", False)]

@@ -11,11 +11,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .arguments import check_generate_arguments
 from .budget import Budget
 from .dtype import DtypeError, resolve_dtype, torch_dtype
 from .formats import ThinkingFormat, get_format
 from .hf import BudgetForcing, check_generation_defaults, default_max_new_tokens
 from .plain import check_plain_budget, plain_generate
+from .preflight import model_folder_problem, role_problem, template_kwargs_problem
 from .reprompt import hf_engine, reprompt_generate
 from .result import BudgetResult, to_result
 from .sampling import Sampling
@@ -42,6 +44,10 @@ def check_source(name_or_path: str, what: str) -> None:
     hub_id = name_or_path.count("/") <= 1 and not looks_like_path
     if not path.exists() and not hub_id:
         raise ModelLoadError(f"{what} path {name_or_path!r} does not exist")
+    if what == "model" and path.is_dir():  # its files are read now, not after minutes of loading
+        problem = model_folder_problem(path, tokenizer_needed=False)
+        if problem:
+            raise ModelLoadError(problem)
     if path.exists() or hub_online():
         return
     if _in_hub_cache(name_or_path):
@@ -216,12 +222,21 @@ def tokenize_prompts(
                     index, f"is a list of chat messages, but tokenizer {name!r} has no chat template "
                     "(give the prompt as a string, or use a tokenizer that has one)",
                 )  # fmt: skip
+    problem = template_kwargs_problem(tokenizer, chat_template_kwargs)
+    if problem:
+        raise ValueError(problem)
+    for index, prompt in enumerate(prompts):
+        problem = None if isinstance(prompt, str) else role_problem(tokenizer, prompt)
+        if problem:
+            raise PromptError(index, problem)
     rows = []
     for index, prompt in enumerate(prompts):
         try:
             rows.append(prompt_ids(tokenizer, prompt, fmt, chat_template_kwargs))
         except ValueError as err:  # e.g. a template that closed thinking before it began
             raise PromptError(index, f"cannot be rendered: {err}") from None
+        except Exception as err:  # the template's own refusal (jinja2's TemplateError: "unknown role", ...)
+            raise PromptError(index, f"cannot be rendered by the chat template: {err}") from None
     if context is not None:
         for index, (ids, window) in enumerate(zip(rows, windows, strict=True)):
             if len(ids) + (window or 1) > context:
@@ -313,6 +328,8 @@ def generate(
     (`decode.dtype`; engine_args' "dtype" chooses another). Only `sampling` decides how tokens are
     drawn: the model's generation config is not applied (`Sampling.from_generation_config` asks for it).
     """
+    check_generate_arguments(prompts, format, budget, sampling, batch_size, max_new_tokens, seed, on_batch,
+                             engine_args, chat_template_kwargs)  # fmt: skip
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if forcing not in FORCING:

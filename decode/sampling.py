@@ -10,6 +10,7 @@ probability of a wait, instead of being spread over the other tokens as masking 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,10 @@ class Sampling:
                 raise ValueError(f"{name} must be a number: expected {expected}, got {value!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
             raise ValueError(f"top_k must be an integer: expected a whole number >= 0 (0: off), got {self.top_k!r}")
+        for name in ("temperature", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison below
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

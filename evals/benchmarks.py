@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from decode.preflight import DuplicateKeyError, loads_unique
+
 from .inputs import decode_line, prepare_hub_datasets, read_utf8, type_problem
 
 LETTERS = "ABCDEFGHIJ"
@@ -167,9 +169,9 @@ def read_file_rows(
         return [(f"{path}: row {i + 1}", row) for i, row in enumerate(rows)]
     if path.suffix == ".json":
         try:
-            data = json.loads(read_utf8(path, error))
-        except json.JSONDecodeError as err:
-            raise error(f"{path}: not valid JSON ({err})") from None
+            data = loads_unique(read_utf8(path, error))
+        except json.JSONDecodeError as err:  # a key given twice is named, not left to the last one
+            raise error(f"{path}: not valid JSON ({err.msg if isinstance(err, DuplicateKeyError) else err})") from None
         if not isinstance(data, list):
             raise error(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
         return [(f"{path}: item {i + 1}", row) for i, row in enumerate(data)]
@@ -187,7 +189,7 @@ def read_json_lines(path: Path, error: type[Exception] = BenchmarkError, keep_ba
             if not line.strip():
                 continue
             try:
-                rows.append((where, json.loads(line)))
+                rows.append((where, loads_unique(line)))
             except json.JSONDecodeError as err:
                 raise error(f"{where}: not valid JSON ({err.msg})") from None
         except error as bad:

@@ -10,6 +10,7 @@ what. Files are decoded here too, so a file that is not UTF-8 is refused with it
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -95,8 +96,8 @@ def matches(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is float:  # nan and the infinities (YAML's .nan, .inf) are no setting's value
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
     if isinstance(hint, type):  # nested settings: a mapping, built and checked by its own class
@@ -117,6 +118,8 @@ def type_problem(cls: type, values: dict[str, Any], prefix: str = "") -> str | N
             hint = ""
             if isinstance(value, str) and _number(value):
                 hint = " (YAML reads a number such as 1e-6 as text: write 1.0e-6)"
+            elif isinstance(value, float) and not math.isfinite(value):
+                hint = " (a finite one)"
             return f"{prefix}{name} expects {describe(hints[name])}, got {shown}{hint}"
     return None
 
@@ -197,4 +200,30 @@ def _integer(value: Any) -> bool:
 
 
 def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trainer_numbers_problem(values: dict[str, Any], section: str) -> str | None:
+    """Trainer arguments the trainer would take and misread: a number that is nan or infinite, and a
+    `max_steps` below 1 other than -1 (transformers reads any value <= 0 as "train for num_train_epochs")."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{section}.{name} expects a finite number, got {value!r}"
+    steps = values.get("max_steps", -1)
+    if "max_steps" in values and (isinstance(steps, bool) or not isinstance(steps, int) or (steps < 1 and steps != -1)):
+        return f"{section}.max_steps expects an integer >= 1 (or -1: train for num_train_epochs), got {steps!r}"
+    return None
+
+
+def check_argument(call: str, name: str, value: Any, kind: type | tuple[type, ...], expected: str) -> None:
+    """A public function's argument of the wrong kind, named with what was expected (Python checks no
+    annotation, so it would otherwise fail far inside the run)."""
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
+        raise TypeError(f"{call}(): {name} expects {expected}, got {type(value).__name__} {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

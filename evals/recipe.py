@@ -14,7 +14,15 @@ from decode import FormatError, Sampling, get_format
 from decode.generate import BACKENDS, FORCING
 
 from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
-from .inputs import device_problem, dtype_problem, grading_problem, output_dir_problem, read_utf8, type_problem
+from .inputs import (
+    check_argument,
+    device_problem,
+    dtype_problem,
+    grading_problem,
+    output_dir_problem,
+    read_utf8,
+    type_problem,
+)
 from .methods import MethodError, MethodSpec
 
 INSTRUCTIONS = {
@@ -124,14 +132,39 @@ class EvalRecipe:
         return cap
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class names it
+                break
+            if line != key_node.start_mark.line + 1:
+                raise DuplicateKeyError(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} given twice (first on line {line})"
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping with a key given twice."""
+
+
 def read_settings(path: str | Path, error: type[Exception] = RecipeError) -> dict[str, Any]:
-    """A recipe file's top-level settings; a missing file, bad YAML or a non-mapping raise `error`
-    naming the file. Every stage's recipe loader reads its file through this."""
+    """A recipe file's top-level settings; a missing file, bad YAML, a key given twice or a non-mapping
+    raise `error` naming the file. Every stage's recipe loader reads its file through this."""
+    check_argument("load_recipe", "path", path, (str, Path), "the path of a YAML recipe")
     path = Path(path)
     if not path.is_file():
         raise error(f"recipe {path} does not exist")
     try:
-        data = yaml.safe_load(read_utf8(path, error))
+        data = yaml.load(read_utf8(path, error), Loader=UniqueKeyLoader)
+    except DuplicateKeyError as err:
+        raise error(f"{path}: {err}; the last would silently win") from None
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
@@ -141,6 +174,7 @@ def read_settings(path: str | Path, error: type[Exception] = RecipeError) -> dic
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalRecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
+    check_argument("evals.load_recipe", "overrides", overrides, (dict, type(None)), "a dict of settings or None")
     data = read_settings(path)
     data.update(overrides or {})
     return recipe_from_dict(data, str(path))
@@ -240,6 +274,15 @@ def _check_values(values: dict[str, Any], source: str) -> None:
         get_format(values.get("format", "s1"))
     except FormatError as err:
         raise RecipeError(f"{source}: format: {err}") from None
+    window = values.get("max_tokens", EvalRecipe.max_tokens)
+    for method in values["methods"]:
+        asked = [p.budget for p in method.points() if p.budget is not None] + [method.min_thinking or 0]
+        if max(asked) >= window:
+            raise RecipeError(
+                f"{source}: methods: method {method.label!r} asks {max(asked)} thinking tokens, but max_tokens "
+                f"{window} ends every completion first: that budget can never bind (Control would read 100%); "
+                f"raise max_tokens above {max(asked)} with room for the answer, or lower the budget"
+            )
     problem = grading_problem(values.get("grading")) or dtype_problem(values.get("dtype", "auto"))
     problem = problem or device_problem(values.get("device")) or output_dir_problem(str(values["output_dir"]))
     if problem:

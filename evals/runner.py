@@ -10,6 +10,13 @@ the budget, the sampling and the grading limits. A rerun whose job has the key o
 but other settings is refused, with the settings that differ named, so that records made with
 different settings are never mixed; benchmarks, methods, points, samples and questions (a larger
 `limit`) may be added, and run as new records.
+
+A model is known by what it is, not where it lives: `decode.preflight.model_fingerprint` of its files
+(config, tokenizer, index and the weights' sizes, headers and samples) is in `run.json` and in every
+record's settings (`model`), so weights replaced under the same path are refused by name on resume.
+Everything that can be checked without the model (the device, the model folder's files, the output
+folder, the tokenizer against the model's embedding, the chat template's arguments, the thinking cap)
+is checked before anything is written or loaded.
 """
 
 from __future__ import annotations
@@ -25,9 +32,19 @@ from tqdm import tqdm
 
 from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
 from decode.dtype import resolve_dtype
+from decode.generate import check_source, read_model_config
+from decode.preflight import (
+    device_problem,
+    folder_writable_problem,
+    model_fingerprint,
+    model_folder_problem,
+    template_kwargs_problem,
+    vocabulary_problem,
+)
 
 from .benchmarks import BenchmarkSpec, Problem, load_problems
 from .grading import Answer, Grader
+from .inputs import check_argument
 from .methods import MethodSpec, Point, record_settings, with_answer_room
 from .recipe import EvalRecipe
 from .report import vote_equivalence, vote_pairs, write_report
@@ -70,9 +87,9 @@ def grading_settings(recipe: EvalRecipe) -> dict[str, Any]:
     return {"workers": 2, "timeout_s": 5.0, "memory_mb": 4096, **recipe.grading}
 
 
-def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
+def plan(recipe: EvalRecipe, problems: list[Problem], model: str | None = None) -> list[Job]:
     """Every generation the recipe asks for. Majority vote draws max(k) samples once per budget;
-    its points vote over the first k of them."""
+    its points vote over the first k of them. `model`: the model's fingerprint, kept in every record."""
     specs = {spec.name: spec for spec in recipe.benchmarks}
     grading = grading_settings(recipe)
     limits = {"timeout_s": grading["timeout_s"], "memory_mb": grading["memory_mb"]}
@@ -101,6 +118,8 @@ def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
                     "sampling": asdict(sampling),
                     "grading": limits,
                 }
+                if model is not None:
+                    settings["model"] = model
                 jobs.append(
                     Job(
                         key=f"{problem.benchmark}/{problem.id}/{method.label}/{point.label}/{sample}",
@@ -185,10 +204,14 @@ def drop_partial_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
+def check_run_folder(recipe: EvalRecipe, folder: Path, model: str | None = None, write: bool = True) -> None:
+    """Refuse a run folder made with other settings or another model (`model`: its fingerprint); with
+    `write`, record this run's description there when there is none yet."""
     info_path = folder / RUN_INFO
     info = {"fingerprint": recipe.fingerprint(), "recipe": recipe.source, "model": recipe.model,
             "dtype": run_dtype(recipe)}  # fmt: skip
+    if model is not None:
+        info["model_fingerprint"] = model
     if info_path.exists():
         try:
             old = json.loads(info_path.read_bytes().decode("utf-8"))
@@ -201,6 +224,14 @@ def check_run_folder(recipe: EvalRecipe, folder: Path) -> None:
                 f"{folder} holds a run with other generation settings (recipe {old.get('recipe')}, model "
                 f"{old.get('model')}); use another output_dir or delete that folder"
             )
+        if model is not None and old.get("model_fingerprint") != model:
+            raise RunError(
+                f"{folder} holds a run of model {old.get('model')} with files fingerprint "
+                f"{old.get('model_fingerprint', '(not recorded)')}; model {recipe.model} now has {model} (other "
+                "weights, config or tokenizer): its records would mix two models; use another output_dir"
+            )
+        return
+    if not write:
         return
     folder.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2))
@@ -235,26 +266,65 @@ def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
             yield group[start : start + size]
 
 
+def preflight(recipe: EvalRecipe) -> str:
+    """What can be checked before anything is written or loaded: the model and tokenizer are found,
+    the device is on this machine, the model folder's files are whole, the output folder is writable.
+    Returns the model's fingerprint (for a server, its tokenizer folder's: its weights cannot be read)."""
+    if recipe.backend != "openai":
+        check_source(recipe.model, "model")
+    if recipe.tokenizer:
+        check_source(recipe.tokenizer, "tokenizer")
+    problem = device_problem(recipe.device) if recipe.backend == "hf" else None
+    if recipe.backend != "openai":
+        problem = problem or model_folder_problem(recipe.model, tokenizer_needed=not recipe.tokenizer)
+    problem = problem or folder_writable_problem(recipe.output_dir, "output_dir")
+    if problem:
+        raise RunError(f"{recipe.source}: {problem}")
+    folders = [recipe.tokenizer] if recipe.backend == "openai" else [recipe.model, recipe.tokenizer]
+    return " ".join(model_fingerprint(f) for f in folders if f)
+
+
+def check_tokenizer(recipe: EvalRecipe, tokenizer: Any, needs_cap: bool) -> int | None:
+    """The tokenizer against the model's embedding and the recipe's chat template arguments; returns the
+    thinking cap when a budget sets no maximum (`needs_cap`; None: no cap), all before the model loads."""
+    config = read_model_config(recipe.tokenizer if recipe.backend == "openai" else recipe.model)
+    problem = vocabulary_problem(tokenizer, config)
+    problem = problem or template_kwargs_problem(tokenizer, recipe.chat_template_kwargs)
+    if problem:
+        raise RunError(f"{recipe.source}: {problem}")
+    if not needs_cap:  # only budgets with no maximum take the cap, so only they need the window to hold one
+        return None
+    force = get_format(recipe.format).force
+    return recipe.thinking_cap(len(tokenizer.encode(force, add_special_tokens=False)))
+
+
 def run(recipe: EvalRecipe, *, progress: bool = True) -> Path:
     """Run (or resume) the recipe; returns the output folder."""
+    check_argument("evals.run", "recipe", recipe, EvalRecipe, "an EvalRecipe (evals.load_recipe('recipe.yaml'))")
+    check_argument("evals.run", "progress", progress, bool, "True or False")
     folder = Path(recipe.output_dir)
     problems = [p for spec in recipe.benchmarks for p in load_problems(spec)]
-    jobs = plan(recipe, problems)
-    check_run_folder(recipe, folder)
+    model_id = preflight(recipe)
+    jobs = plan(recipe, problems, model_id)
+    check_run_folder(recipe, folder, model_id, write=False)
     samples_path = folder / SAMPLES
     done = read_samples(samples_path)
     check_settings(jobs, done, samples_path)
-    drop_partial_line(samples_path)
     pending = [job for job in jobs if job.key not in done]
+    tokenizer = cap = None
+    if pending:
+        tokenizer = load_tokenizer(recipe.tokenizer or recipe.model)
+        cap = check_tokenizer(recipe, tokenizer, any(job.budget.max_thinking_tokens is None for job in pending))
+    check_run_folder(recipe, folder, model_id)
+    drop_partial_line(samples_path)
     with Grader(**grading_settings(recipe)) as grader:
         if pending:
             grader.start()  # workers start while the model loads and generates
-            tokenizer = load_tokenizer(recipe.tokenizer or recipe.model)
             if recipe.backend == "hf":
                 model = load_model(recipe.model, dtype=recipe.dtype, device=recipe.device)
             else:  # a model path for vLLM (the engine is built once per process), a URL for a server
                 model = recipe.model
-            _run_pending(recipe, model, tokenizer, grader, pending, samples_path, len(jobs), progress)
+            _run_pending(recipe, model, tokenizer, grader, pending, samples_path, len(jobs), progress, cap)
             done = read_samples(samples_path)
         records = [done[job.key] for job in jobs]
         pairs = vote_pairs(recipe, records)  # majority vote's answers, compared by math-verify
@@ -272,12 +342,11 @@ def _run_pending(
     samples_path: Path,
     total: int,
     progress: bool,
+    cap: int | None,
 ) -> None:
-    """Generate, grade and append the jobs not done yet, a chunk at a time (each chunk saved whole)."""
+    """Generate, grade and append the jobs not done yet, a chunk at a time (each chunk saved whole);
+    `cap` is the thinking maximum given to budgets that set none."""
     fmt = get_format(recipe.format)
-    cap = None  # only budgets with no maximum take the cap, so only they need the window to hold one
-    if any(job.budget.max_thinking_tokens is None for job in pending):
-        cap = recipe.thinking_cap(len(tokenizer.encode(fmt.force, add_special_tokens=False)))
     bar = tqdm(total=total, initial=total - len(pending), desc="eval", unit="run", disable=not progress)
     with samples_path.open("a", encoding="utf-8") as out:
         for group in batches(pending, recipe.batch_size * 4):

@@ -22,7 +22,14 @@ from typing import Any
 
 from evals import BenchmarkError, BenchmarkSpec
 from evals.benchmarks import check_spec
-from evals.inputs import dtype_problem, grading_problem, output_dir_problem, type_problem
+from evals.inputs import (
+    check_argument,
+    dtype_problem,
+    grading_problem,
+    output_dir_problem,
+    trainer_numbers_problem,
+    type_problem,
+)
 from evals.recipe import read_settings
 
 from .prompts import PromptError, PromptSettings
@@ -169,6 +176,14 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> LCPOReci
     if not isinstance(trainer, dict):
         raise RecipeError(f"{source}: trainer: expected a mapping of GRPOConfig settings, got {trainer!r}")
     _check_trainer_keys(source, trainer)
+    problem = trainer_numbers_problem(trainer, "trainer")
+    if problem:
+        raise RecipeError(f"{source}: {problem}")
+    if not 0 <= values["reward"].delta <= 1:
+        raise RecipeError(
+            f"{source}: reward.delta expects a number in [0, 1] (the reward of a correct answer of exactly N "
+            f"tokens; L1: 0.5), got {values['reward'].delta!r}"
+        )
     rate = trainer.get("learning_rate")
     if "learning_rate" in trainer and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
         raise RecipeError(f"{source}: trainer.learning_rate expects a number > 0 (YAML: write 1.0e-6), got {rate!r}")
@@ -188,6 +203,7 @@ def _check_trainer_keys(source: str, trainer: dict[str, Any]) -> None:
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> LCPORecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
+    check_argument("rl.load_recipe", "overrides", overrides, (dict, type(None)), "a dict of settings or None")
     data = read_settings(path, RecipeError)
     for key, value in (overrides or {}).items():
         if key == "max_steps":

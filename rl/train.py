@@ -21,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from decode import load_tokenizer
 from evals import Grader
+from evals.inputs import check_argument
 
 from .config import LCPORecipe
 from .prompts import build_dataset, load_questions
@@ -50,6 +51,7 @@ def train(recipe: LCPORecipe) -> Path:
     complete, so a folder named `final` is always whole. The trainer's log history (rewards,
     `lcpo/accuracy`, `lcpo/length_error`, KL, ...) is written to `log_history.json` beside it.
     """
+    check_argument("rl.train", "recipe", recipe, LCPORecipe, "an LCPORecipe (rl.load_recipe('recipe.yaml'))")
     from trl import GRPOTrainer
 
     output = Path(recipe.output_dir)

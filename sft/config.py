@@ -7,12 +7,13 @@ argument is available under its own name and checked by trl itself).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from decode import FormatError, get_format
-from evals.inputs import dtype_problem, output_dir_problem, type_problem
+from evals.inputs import check_argument, dtype_problem, output_dir_problem, trainer_numbers_problem, type_problem
 from evals.recipe import read_settings
 
 OVERLONG_POLICIES = ("error", "drop", "truncate")
@@ -156,6 +157,9 @@ class SFTRecipe:
             fits = _number_above(value, low, strict) and (isinstance(value, int) or not words.startswith("an integer"))
             if name in self.training and not fits:
                 raise RecipeError(f"{where}: training.{name} expects {words}, got {value!r}")
+        problem = trainer_numbers_problem(self.training, "training")
+        if problem:
+            raise RecipeError(f"{where}: {problem}")
         problem = dtype_problem(self.dtype) or output_dir_problem(self.output_dir)
         if problem:
             raise RecipeError(f"{where}: {problem}")
@@ -166,7 +170,7 @@ class SFTRecipe:
 
 
 def _number_above(value: Any, low: float, strict: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return False
     return value > low if strict else value >= low
 
@@ -202,6 +206,7 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> SFTRecip
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> SFTRecipe:
     """Read and check a recipe; `overrides` replace top-level settings (e.g. from the command line)."""
+    check_argument("sft.load_recipe", "overrides", overrides, (dict, type(None)), "a dict of settings or None")
     values = read_settings(path, RecipeError)
     for key, value in (overrides or {}).items():
         if value is not None:

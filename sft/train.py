@@ -21,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from decode import get_format
+from evals.inputs import check_argument
 
 from .config import PACKING_SAFE_ATTENTION, RecipeError, SFTRecipe
 from .data import build_dataset
@@ -86,6 +87,7 @@ def resume_point(recipe: SFTRecipe) -> str | None:
 
 def train(recipe: SFTRecipe, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Run the recipe; returns the folder of the finished model (`output_dir/model`)."""
+    check_argument("sft.train.train", "recipe", recipe, SFTRecipe, "an SFTRecipe (sft.load_recipe('recipe.yaml'))")
     set_seed(recipe.seed)
     fmt = get_format(recipe.data.format)
     tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer or recipe.model)

@@ -1,11 +1,14 @@
 """Bad input to the evals, curate, sft and rl command lines, tried as a new user would: each is refused
 with one line naming the file, line or setting and what was expected, before any model loads.
 
-No test here loads a model: the model given is an empty folder, and the loaders are replaced by
-functions that fail the test if they are reached."""
+No test here loads a model: the model given is a folder with a config, a one-tensor weights file and
+a real tokenizer (`model_folder`), and the loaders are replaced by functions that fail the test if they
+are reached."""
 
 import importlib
 import json
+import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,25 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr("evals.runner.load_model", refuse)
     monkeypatch.setattr("evals.runner.load_tokenizer", refuse)
     monkeypatch.setattr("decode.load_model", refuse)
+    monkeypatch.setattr("decode.cli.load_model", refuse)
+
+
+def model_folder(folder: Path, vocab_size: int = 151936, tokenizer: bool = True) -> Path:
+    """A model folder that passes every check made before loading (config, whole weights, a real
+    tokenizer), with a weights file of one tensor: loading it would fail, and no test gets that far."""
+    from tests.conftest import tokenizer_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": vocab_size,
+              "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "intermediate_size": 16, "max_position_embeddings": 4096, "dtype": "float32"}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    if tokenizer:
+        for file in tokenizer_dir("qwen2.5").iterdir():
+            shutil.copy(file, folder / file.name)
+    return folder
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -54,7 +76,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 @pytest.fixture
 def eval_recipe(tmp_path):
     """A valid evaluation recipe (as a dict) on a two-question local benchmark; the model is a folder."""
-    (tmp_path / "model").mkdir()
+    model_folder(tmp_path / "model")
     bench = write_jsonl(tmp_path / "bench.jsonl", [{"id": 1, "problem": "1+1?", "answer": "2"},
                                                     {"id": 2, "problem": "2+2?", "answer": 4}])  # fmt: skip
     return {
@@ -352,8 +374,7 @@ def test_hub_datasets_fail_at_once_when_the_hub_is_out_of_reach(hub_unreachable)
 @pytest.fixture
 def curate_recipe(tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"question": f"q{i}", "answer": str(i)} for i in range(3)])
-    model = tmp_path / "model"
-    model.mkdir()
+    model = model_folder(tmp_path / "model")
     return {
         "output_dir": str(tmp_path / "out"),
         "cache_dir": str(tmp_path / "cache"),

@@ -166,6 +166,7 @@ def test_a_sampled_resume_equals_the_uninterrupted_run_wherever_the_partial_ends
     # What the run resolves `auto` dtype and its sampling to, as the command line records them.
     resolved = {"dtype": resolve_dtype(s1_model_dir), "sampling": dataclasses.asdict(_sampling(args))}
     header = json.dumps({"fingerprint": _fingerprint(args, resolved)})
-    (tmp_path / "out.jsonl.partial").write_text("\n".join([header, *expected[:saved]]) + "\n")
+    kept = [json.dumps({"row": i, "output": json.loads(line)}) for i, line in enumerate(expected[:saved])]
+    (tmp_path / "out.jsonl.partial").write_text("\n".join([header, *kept]) + "\n")
     assert main(argv) == 0
     assert out.read_text().splitlines() == expected
