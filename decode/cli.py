@@ -56,6 +56,7 @@ from .preflight import (
     model_fingerprint,
     model_folder_problem,
     output_problem,
+    template_kwargs_problem,
     vocabulary_problem,
 )
 from .result import BudgetResult
@@ -346,7 +347,7 @@ def run(args: argparse.Namespace) -> None:
     # window: both are checked on the tokenizer and the model's config, before the model loads.
     engine_limit = (args.engine_args or {}).get("max_model_len") if args.backend == "vllm" else None
     config = read_model_config(args.model) if args.backend != "openai" else read_model_config(args.tokenizer)
-    problem = vocabulary_problem(tokenizer, config)
+    problem = vocabulary_problem(tokenizer, config) or template_kwargs_problem(tokenizer, template_kwargs)
     if problem:
         raise InputError(problem)
     try:

@@ -139,14 +139,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
         first: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
             try:
-                line = first.setdefault(key, key_node.start_mark.line + 1)
+                if key in first:
+                    raise DuplicateKeyError(f"line {line}: key {key!r} given twice (first on line {first[key]})")
+                first[key] = line
             except TypeError:  # an unhashable key: the base class names it
                 break
-            if line != key_node.start_mark.line + 1:
-                raise DuplicateKeyError(
-                    f"line {key_node.start_mark.line + 1}: key {key!r} given twice (first on line {line})"
-                )
         return super().construct_mapping(node, deep=deep)
 
 

@@ -613,3 +613,441 @@ def test_rl_command_line_refuses_a_missing_model_when_a_tokenizer_is_given(tmp_p
     assert rl_main([str(recipe)]) == 2
     err = capsys.readouterr().err
     assert f"error: {recipe}: model path '{tmp_path}/no/model' does not exist" in err
+
+
+# --- python -m decode: everything checked before the model loads, nothing written ------------------
+
+
+def decode_error(tmp_path, capsys, rows: list | None = None, *flags: str, model: Path | None = None) -> str:
+    """Run `python -m decode` on rows (or the --input given in flags); it must exit 2 with one error line,
+    write no output (nor a .partial), and load no model."""
+    from decode.cli import main as decode_main
+
+    model = model or tmp_path / "model"
+    if not model.exists():
+        model_folder(model)
+    argv = ["--model", str(model), *flags]
+    if "--input" not in flags:
+        argv += ["--input", str(write_jsonl(tmp_path / "prompts.jsonl", rows or [{"prompt": "2+2?"}]))]
+    if "--output" not in flags:
+        argv += ["--output", str(tmp_path / "out.jsonl")]
+    assert decode_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    out = Path(argv[argv.index("--output") + 1])
+    assert not out.with_name(out.name + ".partial").exists()
+    if out.name == "out.jsonl":
+        assert not out.exists()
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "nan"], "temperature must be a finite number, got nan"),
+        (["--temperature", "inf"], "temperature must be a finite number, got inf"),
+        (["--temperature", "0.7", "--top-p", "nan"], "top_p must be in (0, 1], got nan"),
+        (["--temperature", "0.7", "--repetition-penalty", "inf"], "repetition_penalty must be a finite number"),
+        (["--greedy", "--top-p", "0.9"], "--top-p only shape sampling, and --greedy decodes greedily"),
+        (["--top-k", "20"], "--top-k only shape sampling, and no --temperature decodes greedily"),
+        (["--temperature", "0", "--top-p", "0.5"], "--top-p only shape sampling, and no --temperature"),
+        (["--max-thinking", "64", "--max-new-tokens", "32"],
+         "--max-thinking 64 cannot bind: --max-new-tokens 32 ends every completion first"),
+        (["--min-thinking", "40", "--max-new-tokens", "40"], "--min-thinking 40 cannot bind"),
+        (["--wait", "<|endoftext|>"], "wait string '<|endoftext|>' holds a special token of this tokenizer"),
+        (["--chat-template-kwargs", '{"enable_thinkng": true}'],
+         "chat_template_kwargs key 'enable_thinkng' is not read by the tokenizer's chat template"),
+    ],
+)  # fmt: skip
+def test_decode_numbers_and_contradicting_settings_are_refused(tmp_path, capsys, flags, message):
+    assert message in decode_error(tmp_path, capsys, None, *flags)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "a", "prompt": "b"}', "prompts.jsonl:1: not valid JSON (duplicate key 'prompt')"),
+        ('{"prompt": "a", "max_thinking_tokens": 8, "max_thinking_tokens": 800}',
+         "duplicate key 'max_thinking_tokens'"),
+        ('{"prompt": "a", "max_tokens": 8}', "row 1: 'max_tokens' is a generation setting, which a row cannot set (use "
+                                             "--max-new-tokens)"),
+        ('{"prompt": "a", "temperature": 0.7}', "row 1: 'temperature' is a generation setting"),
+        ('{"prompt": "a", "seed": 3}', "row 1: 'seed' is a generation setting"),
+        ('{"prompt": "a", "max_thinking_tokens": 100}',
+         "row 1: max_thinking_tokens 100 cannot bind: --max-new-tokens 50"),
+        ('{"prompt": [{"role": "human", "content": "hi"}]}',
+         "row 1: 'prompt' message 0 has role 'human', which the chat template does not know (it knows assistant, "
+         "system, tool, user)"),
+    ],
+)  # fmt: skip
+def test_decode_rows_that_cannot_mean_what_they_say_are_refused(tmp_path, capsys, line, message):
+    (tmp_path / "prompts.jsonl").write_text(line + "\n")
+    flags = ["--input", str(tmp_path / "prompts.jsonl"), "--max-new-tokens", "50"]
+    assert message in decode_error(tmp_path, capsys, None, *flags)
+
+
+def test_decode_output_paths_are_checked_before_anything(tmp_path, capsys):
+    rows = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "2+2?"}])
+    before = rows.read_bytes()
+    (tmp_path / "folder").mkdir()
+    message = decode_error(tmp_path, capsys, None, "--input", str(rows), "--output", str(tmp_path / "folder"))
+    assert f"output {tmp_path}/folder is a folder; give a file path" in message
+    message = decode_error(tmp_path, capsys, None, "--input", str(rows), "--output", str(rows))
+    assert f"output {rows} is the input file {rows}; writing it would destroy the input" in message
+    assert rows.read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    message = decode_error(tmp_path, capsys, None, "--input", str(rows), "--output", str(tmp_path / "file" / "o.jsonl"))
+    assert f"{tmp_path}/file is a file, not a folder" in message
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes through file modes")
+def test_decode_read_only_output_and_folder_are_refused(tmp_path, capsys):
+    rows = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "2+2?"}])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        message = decode_error(tmp_path, capsys, None, "--input", str(rows), "--output", str(locked / "o.jsonl"))
+        assert f"output folder {locked} is not writable" in message
+    finally:
+        locked.chmod(0o700)
+    (tmp_path / "ro.jsonl").write_text("")
+    (tmp_path / "ro.jsonl").chmod(0o400)
+    message = decode_error(tmp_path, capsys, None, "--input", str(rows), "--output", str(tmp_path / "ro.jsonl"))
+    assert "ro.jsonl exists and is read-only" in message
+
+
+def test_decode_device_this_machine_lacks_is_refused(tmp_path, capsys):
+    import torch
+
+    device = f"cuda:{torch.cuda.device_count()}"  # one past the last; "cuda" itself on a machine without one
+    if torch.cuda.device_count() == 0:
+        device = "cuda"
+    assert f"device is '{device}', but torch sees {torch.cuda.device_count()} CUDA device(s) here" in decode_error(
+        tmp_path, capsys, None, "--device", device
+    )
+    assert "device expects a torch device" in decode_error(tmp_path, capsys, None, "--device", "gpu")
+
+
+def broken_model(folder: Path, damage: str) -> Path:
+    model_folder(folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-3])
+    elif damage == "no header":
+        weights.write_bytes(b"\x01\x02")
+    elif damage == "huge header":
+        weights.write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    elif damage == "config":
+        (folder / "config.json").write_text('{"model_type": "qwen2",')
+    elif damage == "config list":
+        (folder / "config.json").write_text("[1]")
+    elif damage == "no weights":
+        weights.unlink()
+    elif damage == "index":
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-2.safetensors"}}))
+    elif damage == "no tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "model.safetensors: cut short (74 bytes, its tensors need 77); copy it again"),
+        ("no header", "model.safetensors: not a safetensors file (2 bytes: no header)"),
+        ("huge header", "model.safetensors: cut short (10 bytes, its header alone claims 1000000008)"),
+        ("config", "config.json: not valid JSON (Expecting"),
+        ("config list", "config.json: expected a JSON object, got list"),
+        ("no weights", "holds no weights file"),
+        ("index", "model.safetensors.index.json names weights files that are not in the folder: model-2.safetensors"),
+        ("no tokenizer", "has no tokenizer files (tokenizer.json, "),
+    ],
+)
+def test_decode_model_folder_files_are_read_before_loading(tmp_path, capsys, damage, message):
+    model = broken_model(tmp_path / "model", damage)
+    assert message in decode_error(tmp_path, capsys, None, model=model)
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused_before_loading(tmp_path, capsys, eval_recipe, monkeypatch):
+    model = model_folder(tmp_path / "small", vocab_size=1000)
+    message = decode_error(tmp_path, capsys, None, model=model)
+    assert "has 151665 tokens, but the model's embedding has 1000 rows (config vocab_size)" in message
+    monkeypatch.setattr("evals.runner.load_tokenizer", importlib.import_module("decode").load_tokenizer)
+    eval_recipe["model"] = str(model)
+    assert "but the model's embedding has 1000 rows" in eval_error(tmp_path, eval_recipe, capsys)
+    assert not (tmp_path / "out").exists()  # nothing written: not even run.json
+
+
+# --- resumes that verify what they find ------------------------------------------------------------
+
+
+def saved_partial(tmp_path, lines: list) -> tuple[list[str], Path]:
+    """A decode run's argv and a .partial under this run's own header holding `lines` after it."""
+    import dataclasses
+
+    from decode.cli import _fingerprint, _sampling, build_parser
+    from decode.dtype import resolve_dtype
+
+    model = model_folder(tmp_path / "model")
+    rows = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a", "id": 1}, {"prompt": "b", "id": 2}])
+    out = tmp_path / "out.jsonl"
+    argv = ["--model", str(model), "--input", str(rows), "--output", str(out)]
+    args = build_parser().parse_args(argv)
+    used = {"dtype": resolve_dtype(model), "sampling": dataclasses.asdict(_sampling(args))}
+    partial = tmp_path / "out.jsonl.partial"
+    header = json.dumps({"fingerprint": _fingerprint(args, used)})
+    partial.write_text("\n".join([header, *(json.dumps(x) for x in lines)]) + "\n")
+    return argv, partial
+
+
+def saved_row(index: int, prompt: str, **changes) -> dict:
+    result = {"completion_ids": [1, 2], "thinking": "t", "answer": "4", "thinking_tokens": 1, "answer_tokens": 1,
+              "waits": 0, "forced_end": False, "finish_reason": "eos", "dtype": "float32",
+              "sampling": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": None,
+                           "repetition_penalty": 1.0}}  # fmt: skip
+    return {"row": index, "output": {"prompt": prompt, "id": index + 1, **result, **changes}}
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([{}], "line 2: not a saved result (expected {'row': N, 'output': {...}})"),
+        (["just text"], "line 2: not a saved result"),
+        ([saved_row(0, "a"), saved_row(0, "a")], "line 3: holds input row 0 where row 1 comes next"),
+        ([saved_row(1, "b")], "line 2: holds input row 1 where row 0 comes next (rows out of order or twice)"),
+        ([saved_row(0, "b")], "line 2: row 0's result does not repeat input row 1 ('prompt' differs)"),
+        ([saved_row(0, "a", dtype="bfloat16")],
+         "line 2: row 0 was made with dtype 'bfloat16'; this run uses 'float32'"),
+        ([saved_row(0, "a", completion_ids="12")], "line 2: row 0's result is not a whole result"),
+        ([{"row": 0, "output": {"prompt": "a"}}], "line 2: row 0's result has other fields than a result of this run"),
+        ([saved_row(0, "a"), saved_row(1, "b"), saved_row(2, "c")], "line 4: holds row 2, but the input has 2 rows"),
+    ],
+)  # fmt: skip
+def test_decode_resume_refuses_saved_lines_that_are_not_their_rows(tmp_path, capsys, lines, message):
+    from decode.cli import main as decode_main
+
+    argv, partial = saved_partial(tmp_path, lines)
+    before = partial.read_bytes()
+    assert decode_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {partial}: {message}" in err and "delete" in err
+    assert partial.read_bytes() == before  # refused before the model loads: nothing rewritten
+
+
+def test_decode_resume_keeps_good_lines_and_drops_a_last_line_cut_short(tmp_path, monkeypatch):
+    """The other side of the check: good saved rows are kept (only the rest reach the model)."""
+    from decode import cli
+
+    argv, partial = saved_partial(tmp_path, [saved_row(0, "a")])
+    partial.write_text(partial.read_text() + '{"row": 1, "outp')
+    asked = []
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"parameters": lambda self: iter([])})())
+    monkeypatch.setattr(cli, "model_dtype", lambda model: "float32")
+    monkeypatch.setattr(cli, "generate", lambda model, tok, prompts, **kw: asked.append(prompts) or [])
+    assert cli.main(argv) == 0
+    assert asked == [["b"]]  # row 0 kept, the cut line dropped and asked again
+
+
+def test_decode_weights_replaced_under_the_same_path_start_over(tmp_path, capsys):
+    """Other weights at the same path are another model: the header's fingerprint differs, nothing is kept."""
+    from decode.cli import _fingerprint, build_parser
+
+    model = model_folder(tmp_path / "model")
+    args = build_parser().parse_args(["--model", str(model), "--input", str(write_jsonl(tmp_path / "p.jsonl", [{}])),
+                                      "--output", str(tmp_path / "o.jsonl")])  # fmt: skip
+    before = _fingerprint(args, {})
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes([1] * 8))  # same size, same header, other values
+    assert _fingerprint(args, {}) != before
+
+
+# --- evals: the model by what it is; budgets that cannot bind --------------------------------------
+
+
+def test_evals_resume_with_other_weights_at_the_model_path_is_refused(tmp_path, eval_recipe, capsys):
+    from evals.runner import check_run_folder, preflight
+
+    recipe = load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe))
+    check_run_folder(recipe, tmp_path / "out", preflight(recipe))  # a run's description, as a run writes it
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes([1] * 8))  # new weights, same size and header
+    message = eval_error(tmp_path, eval_recipe, capsys)
+    assert f"{tmp_path}/out holds a run of model {tmp_path}/model with files fingerprint" in message
+    assert "(other weights, config or tokenizer): its records would mix two models" in message
+
+
+def test_evals_records_name_their_model(tmp_path, eval_recipe):
+    from evals.runner import plan, preflight
+
+    recipe = load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe))
+    jobs = plan(recipe, load_problems(recipe.benchmarks[0]), preflight(recipe))
+    assert {job.settings["model"] for job in jobs} == {preflight(recipe)}  # checked per record on resume
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_tokens": 100, "methods": [{"method": "budget_forcing", "budgets": [50, 100]}]},
+         "method 'budget_forcing' asks 100 thinking tokens, but max_tokens 100 ends every completion first: that "
+         "budget can never bind (Control would read 100%)"),
+        ({"max_tokens": 64, "methods": [{"method": "length_prompt", "budgets": [512]}]}, "asks 512 thinking tokens"),
+        ({"max_tokens": 64, "methods": [{"method": "budget_forcing", "num_ignore": [1], "min_thinking": 64}]},
+         "asks 64 thinking tokens, but max_tokens 64"),
+        ({"sampling": {"temperature": float("nan")}}, "sampling.temperature expects a number, got nan (a finite one)"),
+        ({"sampling": {"temperature": float("inf")}}, "sampling.temperature expects a number, got inf"),
+        ({"grading": {"timeout_s": float("inf")}}, "grading.timeout_s expects a number of seconds > 0, got inf"),
+        ({"chat_template_kwargs": {"enable_thinkng": True}}, "chat_template_kwargs key 'enable_thinkng' is not read"),
+    ],
+)  # fmt: skip
+def test_evals_budgets_that_cannot_bind_and_numbers_that_mean_nothing(tmp_path, eval_recipe, capsys, change, message,
+                                                                      monkeypatch):  # fmt: skip
+    monkeypatch.setattr("evals.runner.load_tokenizer", importlib.import_module("decode").load_tokenizer)
+    eval_recipe.update(change)
+    assert message in eval_error(tmp_path, eval_recipe, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evals_model_folder_and_output_dir_are_checked_before_anything(tmp_path, eval_recipe, capsys):
+    broken_model(tmp_path / "model", "truncated")
+    assert "model.safetensors: cut short" in eval_error(tmp_path, eval_recipe, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+# --- recipes and data files: keys given twice ------------------------------------------------------
+
+
+def test_a_key_given_twice_in_a_recipe_is_refused_in_every_stage(tmp_path):
+    text = (
+        "model: a\noutput_dir: o\nbenchmarks: [aime24]\nmethods: [{method: budget_forcing, budgets: [8]}]\nmodel: b\n"
+    )
+    (tmp_path / "r.yaml").write_text(text)
+    message = "r.yaml: line 5: key 'model' given twice (first on line 1); the last would silently win"
+    with pytest.raises(RecipeError, match=__import__("re").escape(message)):
+        load_recipe(tmp_path / "r.yaml")
+    with pytest.raises(SFTRecipeError, match="line 5: key 'model' given twice"):
+        importlib.import_module("sft").load_recipe(tmp_path / "r.yaml")
+    with pytest.raises(RLRecipeError, match="line 5: key 'model' given twice"):
+        importlib.import_module("rl").load_recipe(tmp_path / "r.yaml")
+    (tmp_path / "c.yaml").write_text("output_dir: o\nsources:\n  - {name: a, path: p.jsonl, name: b}\n")
+    with pytest.raises(CurateError, match="line 3: key 'name' given twice"):
+        load_curate_recipe(tmp_path / "c.yaml")
+
+
+def test_a_key_given_twice_in_a_data_row_is_refused(tmp_path):
+    (tmp_path / "b.jsonl").write_text(
+        '{"problem": "q", "answer": "1"}\n{"problem": "q", "answer": "1", "answer": "2"}\n'
+    )
+    with pytest.raises(BenchmarkError, match="b.jsonl: line 2: not valid JSON \\(duplicate key 'answer'\\)"):
+        load_problems(BenchmarkSpec("b", path=str(tmp_path / "b.jsonl"), id=None))
+    (tmp_path / "b.json").write_text('[{"problem": "q", "problem": "r", "answer": "1"}]')
+    with pytest.raises(BenchmarkError, match="b.json: not valid JSON \\(duplicate key 'problem'\\)"):
+        load_problems(BenchmarkSpec("b", path=str(tmp_path / "b.json"), id=None))
+    with pytest.raises(CurateError, match="b.jsonl: line 2: not valid JSON \\(duplicate key 'answer'\\)"):
+        ingest([SourceSpec("b", path=str(tmp_path / "b.jsonl"), question="problem")])
+    with pytest.raises(DataError, match="b.jsonl: line 2: not valid JSON \\(duplicate key 'answer'\\)"):
+        load_rows(DataConfig(source=str(tmp_path / "b.jsonl"), question="problem", trace="answer", answer="answer"))
+
+
+# --- sft and rl: numbers that mean nothing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"training": {"max_steps": -5}}, "training.max_steps expects an integer >= 1 (or -1: train for "
+                                          "num_train_epochs), got -5"),
+        ({"training": {"max_steps": 0}}, "training.max_steps expects an integer >= 1"),
+        ({"training": {"learning_rate": float("inf")}}, "training.learning_rate expects a number > 0"),
+        ({"training": {"learning_rate": float("nan")}}, "training.learning_rate expects a number > 0"),
+        ({"training": {"adam_beta2": float("nan")}}, "training.adam_beta2 expects a finite number, got nan"),
+    ],
+)  # fmt: skip
+def test_sft_trainer_numbers_that_mean_nothing_are_refused(tmp_path, changes, message):
+    with pytest.raises(SFTRecipeError, match=__import__("re").escape(message)):
+        sft_minimal(tmp_path, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"trainer": {"max_steps": -5}},
+         "trainer.max_steps expects an integer >= 1 (or -1: train for num_train_epochs)"),
+        ({"reward": {"delta": -3}}, "reward.delta expects a number in [0, 1]"),
+        ({"reward": {"delta": 1.5}}, "reward.delta expects a number in [0, 1]"),
+        ({"reward": {"alpha": float("nan")}}, "reward.alpha expects a number, got nan (a finite one)"),
+        ({"trainer": {"learning_rate": float("nan")}}, "trainer.learning_rate expects a finite number, got nan"),
+        ({"trainer": {"temperature": float("inf")}}, "trainer.temperature expects a finite number, got inf"),
+    ],
+)  # fmt: skip
+def test_rl_numbers_that_mean_nothing_are_refused(tmp_path, changes, message):
+    with pytest.raises(RLRecipeError, match=__import__("re").escape(message)):
+        rl_minimal(tmp_path, **changes)
+
+
+def test_rl_command_line_max_steps_is_checked(tmp_path):
+    rl = importlib.import_module("rl")
+    write_jsonl(tmp_path / "d.jsonl", [{"problem": "q", "answer": "1"}])
+    path = write_yaml(tmp_path / "r.yaml", {"model": "m", "output_dir": str(tmp_path / "o"),
+                                            "data": [{"name": "d", "path": str(tmp_path / "d.jsonl")}]})  # fmt: skip
+    with pytest.raises(RLRecipeError, match="trainer.max_steps expects an integer >= 1"):
+        rl.load_recipe(path, {"max_steps": -5})
+
+
+# --- the Python API names its arguments ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"prompts": "What is 2+2?"}, TypeError, "prompts expects a list of prompts, got a single string; wrap it"),
+        ({"prompts": [{"role": "user", "content": "hi"}]}, TypeError, "prompts is one chat (a list of messages)"),
+        ({"prompts": ["a", 5]}, TypeError, "prompts[1] expects a string or a non-empty list of chat messages, got 5"),
+        ({"prompts": [[{"role": "user"}]]}, TypeError, "prompts[0] message 0 expects text 'role' and 'content'"),
+        ({"sampling": {"temperature": 0.7}}, TypeError, "sampling expects a decode.Sampling or None (e.g. Sampling("),
+        ({"seed": "0"}, TypeError, "seed expects an integer or None, got '0'"),
+        ({"budget": [None, None]}, TypeError, "budget[0] expects a Budget (Budget() for none), got None"),
+        ({"budget": {"max_thinking_tokens": 8}}, TypeError, "budget expects a Budget or a list of Budgets"),
+        ({"batch_size": 1.5}, TypeError, "batch_size expects an integer >= 1, got 1.5"),
+        ({"batch_size": 0}, ValueError, "batch_size expects an integer >= 1, got 0"),
+        ({"max_new_tokens": "64"}, TypeError, "max_new_tokens expects an integer >= 1 or None, got '64'"),
+        ({"format": 1}, TypeError, "format expects 's1', 'think', a path or a ThinkingFormat, got 1"),
+        ({"on_batch": "save"}, TypeError, "on_batch expects a function"),
+        ({"chat_template_kwargs": "x"}, TypeError, "chat_template_kwargs expects a dict or None, got 'x'"),
+        ({"max_new_tokens": 32, "budget": "max"}, TypeError, "budget expects a Budget or a list of Budgets"),
+    ],
+)  # fmt: skip
+def test_generate_names_the_argument_that_is_wrong(tmp_path, kwargs, error, message):
+    from decode import generate
+
+    kwargs = {"prompts": ["2+2?", "3+3?"], **kwargs}
+    prompts = kwargs.pop("prompts")
+    with pytest.raises(error, match=__import__("re").escape("generate(): " + message)):
+        generate(str(tmp_path / "never-read"), None, prompts, **kwargs)
+
+
+def test_generate_refuses_a_budget_that_cannot_bind(tmp_path):
+    from decode import Budget, generate
+
+    with pytest.raises(ValueError, match=r"budget\[1\].max_thinking_tokens 64 cannot bind: max_new_tokens 64"):
+        generate("m", None, ["a", "b"], budget=[Budget(), Budget(max_thinking_tokens=64)], max_new_tokens=64)
+
+
+def test_entry_points_name_the_argument_that_is_wrong(tmp_path, eval_recipe):
+    curate = importlib.import_module("curate")
+    with pytest.raises(TypeError, match=r"evals.run\(\): recipe expects an EvalRecipe .*got str"):
+        run("recipes/eval/default.yaml")
+    with pytest.raises(TypeError, match=r"evals.run\(\): recipe expects an EvalRecipe .*got dict"):
+        run(eval_recipe)
+    recipe = load_recipe(write_yaml(tmp_path / "r.yaml", eval_recipe))
+    with pytest.raises(TypeError, match=r"evals.run\(\): progress expects True or False, got str 'no'"):
+        run(recipe, progress="no")
+    with pytest.raises(TypeError, match=r"load_recipe\(\): path expects the path of a YAML recipe, got dict"):
+        load_recipe(eval_recipe)
+    with pytest.raises(TypeError, match=r"evals.load_recipe\(\): overrides expects a dict of settings or None"):
+        load_recipe(tmp_path / "r.yaml", ["model=x"])
+    with pytest.raises(TypeError, match=r"curate.run\(\): recipe expects a CurateRecipe"):
+        curate.run("recipes/curate/default.yaml")
+    with pytest.raises(TypeError, match=r"rl.train\(\): recipe expects an LCPORecipe"):
+        importlib.import_module("rl").train({"model": "m"})
