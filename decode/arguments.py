@@ -100,11 +100,12 @@ def check_generate_arguments(
     if max_new_tokens is not None:
         budgets = [budget] if isinstance(budget, Budget) else list(budget or [])
         for index, item in enumerate(budgets):
-            for name in ("max_thinking_tokens", "min_thinking_tokens"):
-                value = getattr(item, name)
-                if value and value >= max_new_tokens:
-                    where = "budget" if isinstance(budget, Budget) else f"budget[{index}]"
-                    raise ValueError(
-                        f"generate(): {where}.{name} {value} cannot bind: max_new_tokens {max_new_tokens} ends every "
-                        f"completion first; raise max_new_tokens above {value} (with room for the answer)"
-                    )
+            # A minimum past the window is a way to watch the forced waits of the first steps; a maximum
+            # there is never reached, so a result would read as within budget whatever the model did.
+            value = item.max_thinking_tokens
+            if value is not None and value >= max_new_tokens:
+                where = "budget" if isinstance(budget, Budget) else f"budget[{index}]"
+                raise ValueError(
+                    f"generate(): {where}.max_thinking_tokens {value} cannot bind: max_new_tokens {max_new_tokens} "
+                    f"ends every completion first; raise max_new_tokens above {value} (with room for the answer)"
+                )

@@ -319,6 +319,8 @@ def run(args: argparse.Namespace) -> None:
     problem = output_problem(args.output, args.input) or output_problem(_partial_path(args.output), args.input)
     if args.backend == "hf":
         problem = problem or device_problem(args.device)
+    elif args.device is not None:
+        problem = problem or f"--device applies to --backend hf; --backend {args.backend} places the model itself"
     if problem:
         raise InputError(problem)
     fmt = get_format(args.format)
@@ -473,13 +475,9 @@ def _sampling(args: argparse.Namespace) -> Sampling:
     if args.temperature in (None, 0):
         ignored = [flag for flag, set_ in (("--top-p", args.top_p != 1.0), ("--top-k", args.top_k != 0)) if set_]
         if ignored:
-            how = (
-                "--greedy"
-                if args.greedy
-                else f"--temperature {args.temperature}"
-                if args.temperature
-                else "no --temperature"
-            )
+            how = "--greedy" if args.greedy else "no --temperature"
+            if args.temperature is not None:
+                how = f"--temperature {args.temperature}"
             raise InputError(
                 f"{', '.join(ignored)} only shape sampling, and {how} decodes greedily; give --temperature > 0 "
                 f"to sample, or drop {', '.join(ignored)}"

@@ -650,7 +650,7 @@ def decode_error(tmp_path, capsys, rows: list | None = None, *flags: str, model:
         (["--temperature", "0.7", "--repetition-penalty", "inf"], "repetition_penalty must be a finite number"),
         (["--greedy", "--top-p", "0.9"], "--top-p only shape sampling, and --greedy decodes greedily"),
         (["--top-k", "20"], "--top-k only shape sampling, and no --temperature decodes greedily"),
-        (["--temperature", "0", "--top-p", "0.5"], "--top-p only shape sampling, and no --temperature"),
+        (["--temperature", "0", "--top-p", "0.5"], "--top-p only shape sampling, and --temperature 0.0 decodes"),
         (["--max-thinking", "64", "--max-new-tokens", "32"],
          "--max-thinking 64 cannot bind: --max-new-tokens 32 ends every completion first"),
         (["--min-thinking", "40", "--max-new-tokens", "40"], "--min-thinking 40 cannot bind"),
@@ -727,6 +727,8 @@ def test_decode_device_this_machine_lacks_is_refused(tmp_path, capsys):
         tmp_path, capsys, None, "--device", device
     )
     assert "device expects a torch device" in decode_error(tmp_path, capsys, None, "--device", "gpu")
+    message = decode_error(tmp_path, capsys, None, "--device", "cuda", "--backend", "vllm")
+    assert "--device applies to --backend hf; --backend vllm places the model itself" in message
 
 
 def broken_model(folder: Path, damage: str) -> Path:
@@ -1051,3 +1053,30 @@ def test_entry_points_name_the_argument_that_is_wrong(tmp_path, eval_recipe):
         curate.run("recipes/curate/default.yaml")
     with pytest.raises(TypeError, match=r"rl.train\(\): recipe expects an LCPORecipe"):
         importlib.import_module("rl").train({"model": "m"})
+
+
+# --- curate: budgets that cannot bind, model files, the model by what it is -------------------------
+
+
+def test_curate_budget_that_cannot_bind_and_damaged_model_are_refused_before_any_stage(tmp_path, curate_recipe,
+                                                                                       capsys):  # fmt: skip
+    curate_recipe["stages"][0]["difficulty"]["models"][0].update(format="s1", max_thinking_tokens=4096, max_tokens=4096)
+    message = "model 'ref': max_thinking_tokens 4096 cannot bind: max_tokens 4096 ends every completion first"
+    assert message in curate_error(tmp_path, curate_recipe)
+    curate_recipe["stages"][0]["difficulty"]["models"][0].update(max_thinking_tokens=None)
+    broken_model(tmp_path / "model", "config")
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: stage 'difficulty': model 'ref': {tmp_path}/model/config.json: not valid JSON" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_curate_cache_keys_name_the_model_by_its_files(tmp_path):
+    from curate.generation import ModelSpec
+
+    model = model_folder(tmp_path / "model")
+    before = ModelSpec(name="m", model=str(model)).cache_settings()
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes([1] * 8))  # other weights at the same path
+    assert ModelSpec(name="m", model=str(model)).cache_settings()["model_fingerprint"] != before["model_fingerprint"]
