@@ -88,6 +88,10 @@ def test_command_line_reports_bad_input_without_training(tmp_path, capsys):
     assert f"path '{tmp_path}/nothing' does not exist" in capsys.readouterr().err
     recipe.write_text(head + cpu + f"model: {tmp_path}\ntokenizer: {tokenizer_dir('qwen2.5')}\n")
     assert rl_main([str(recipe)]) == 2
+    assert f"model folder {tmp_path} has no config.json" in capsys.readouterr().err  # read before anything
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
+    (tmp_path / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")  # whole, and empty
+    assert rl_main([str(recipe)]) == 2
     assert f"{tmp_path}/x.json does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
