@@ -47,6 +47,29 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr("decode.cli.load_model", refuse)
 
 
+_TOKENIZERS: dict[bytes, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def tokenizers_loaded_once(monkeypatch):
+    """The command line loads the tokenizer of each test's model folder, a copy of one real tokenizer:
+    it is read once for the module (the same files give the same tokenizer), so each case stays fast."""
+    import hashlib
+
+    from decode import load_tokenizer
+
+    def cached(path: str):
+        files = [Path(path) / name for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")]
+        if not all(f.is_file() for f in files):
+            return load_tokenizer(path)
+        key = hashlib.sha256(b"".join(f.read_bytes() for f in files)).digest()
+        if key not in _TOKENIZERS:
+            _TOKENIZERS[key] = load_tokenizer(path)
+        return _TOKENIZERS[key]
+
+    monkeypatch.setattr("decode.cli.load_tokenizer", cached)
+
+
 def model_folder(folder: Path, vocab_size: int = 151936, tokenizer: bool = True) -> Path:
     """A model folder that passes every check made before loading (config, whole weights, a real
     tokenizer), with a weights file of one tensor: loading it would fail, and no test gets that far."""
