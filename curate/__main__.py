@@ -7,8 +7,9 @@ import sys
 
 import datasets
 
-from decode import ModelLoadError
+from decode import ModelLoadError, load_tokenizer
 from decode.generate import check_source
+from decode.preflight import template_kwargs_problem
 
 from .domains import DomainSettings
 from .generation import ModelSpec
@@ -39,6 +40,11 @@ def check_models(recipe: CurateRecipe, stop_after: str | None) -> None:
                         check_source(spec.model, "model")
                     if spec.tokenizer:
                         check_source(spec.tokenizer, "tokenizer")
+                    if spec.chat_template_kwargs:  # a misspelt key would be dropped by the template in silence
+                        tokenizer = load_tokenizer(spec.tokenizer or spec.model)
+                        problem = template_kwargs_problem(tokenizer, spec.chat_template_kwargs)
+                        if problem:
+                            raise ModelLoadError(problem)
                 except ModelLoadError as err:
                     raise CurateError(f"{recipe.source}: stage {stage.name!r}: model {spec.name!r}: {err}") from None
         if stage.name == stop_after:

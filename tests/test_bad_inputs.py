@@ -1095,6 +1095,15 @@ def test_curate_budget_that_cannot_bind_and_damaged_model_are_refused_before_any
     assert not (tmp_path / "out").exists()
 
 
+def test_curate_misspelt_chat_template_kwargs_are_refused_before_any_stage(tmp_path, curate_recipe, capsys):
+    curate_recipe["stages"][0]["difficulty"]["models"][0]["chat_template_kwargs"] = {"enable_thinkng": False}
+    path = write_yaml(tmp_path / "curate.yaml", curate_recipe)
+    assert curate_main([str(path)]) == 2
+    message = "model 'ref': chat_template_kwargs key 'enable_thinkng' is not read by the tokenizer's chat template"
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_curate_cache_keys_name_the_model_by_its_files(tmp_path):
     from curate.generation import ModelSpec
 
