@@ -510,6 +510,8 @@ class CompletionsClient:
         vocab_size = vocab_size or self.vocab_size
         ids = _checked_ids(ids, vocab_size, where, "token_ids")
         finish = choice.get("finish_reason")
+        if len(ids) > max_tokens:
+            raise ServerError(f"{where}: the server returned {len(ids)} tokens, more than max_tokens={max_tokens}")
         if finish == "length" and len(ids) < max_tokens:
             raise ServerError(
                 f"{where}: the server stopped at its length limit after {len(ids)} of max_tokens={max_tokens} tokens "

@@ -88,7 +88,7 @@ def test_the_readmes_evaluation_example_runs_as_a_plain_script(s1_model_dir, tmp
     )
     done = python(["evaluate.py"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "FOLDER run" in done.stdout
+    assert f"FOLDER {tmp_path / 'run'}" in done.stdout
     rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(isinstance(row["correct"], bool) and row["reason"] for row in rows)
     assert (tmp_path / "run" / "summary.json").stat().st_size > 0
@@ -109,7 +109,7 @@ def module_level_verifier(gold: str, candidate: str, timeout_s: float) -> tuple[
 
 
 def test_a_verifier_the_workers_cannot_import_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"verifier <lambda> cannot be sent to the grading workers"):
+    with pytest.raises(ValueError, match=r"verifier \S*<lambda> cannot be sent to the grading workers"):
         Grader(verifier=lambda gold, candidate, timeout_s: (True, ""))
     in_main = module_level_verifier.__globals__.copy()
     exec("def mine(gold, candidate, timeout_s):\n    return True, ''\n", in_main)

@@ -162,3 +162,15 @@ def test_a_huge_prompt_is_refused_from_its_length_before_it_is_tokenized(tokeniz
         server.http.shutdown()
         server.http.server_close()
     assert server.bodies == []  # nothing was sent
+
+
+def test_more_tokens_than_max_tokens_are_refused():
+    server = ScriptedServer()
+    server.answer = lambda body: choice([5] * 7)
+    refused = pytest.raises(ServerError, match=r"request: the server returned 7 tokens, more than max_tokens=4")
+    try:
+        with CompletionsClient(server.url, model="m") as client, refused:
+            client.complete([1], 4, Sampling())
+    finally:
+        server.http.shutdown()
+        server.http.server_close()
