@@ -232,7 +232,14 @@ def tokenize_prompts(
     rows = []
     for index, prompt in enumerate(prompts):
         try:
+            if context is not None:  # a prompt of many megabytes is refused before it is tokenized
+                too_long = too_many_characters(tokenizer, prompt_text(tokenizer, prompt, fmt, chat_template_kwargs),
+                                               context)  # fmt: skip
+                if too_long:
+                    raise PromptError(index, too_long)
             rows.append(prompt_ids(tokenizer, prompt, fmt, chat_template_kwargs))
+        except PromptError:
+            raise
         except ValueError as err:  # e.g. a template that closed thinking before it began
             raise PromptError(index, f"cannot be rendered: {err}") from None
         except Exception as err:  # the template's own refusal (jinja2's TemplateError: "unknown role", ...)
@@ -245,6 +252,25 @@ def tokenize_prompts(
                     index, f"has {len(ids)} tokens, {asked}: over the model's context of {context} tokens"
                 )
     return rows
+
+
+def too_many_characters(tokenizer: Any, text: str, context: int) -> str | None:
+    """Why `text` cannot fit in `context` tokens, told from its length in characters alone, or None.
+
+    Tokenizing costs far more memory than the text (about 160 bytes a character for a fast tokenizer),
+    so a text longer than its tokens could ever be is refused unread: no token stands for more
+    characters than the longest entry of the vocabulary (byte-level BPE spells each byte of the text
+    as one character, SentencePiece each character as one). A text of up to 4 characters a token is
+    tokenized and counted, and the vocabulary is read only for a longer one."""
+    if len(text) <= 4 * context:
+        return None
+    longest = max(map(len, tokenizer.get_vocab()), default=1)
+    if len(text) <= longest * context:
+        return None
+    return (
+        f"has {len(text)} characters: more than {context} tokens of this tokenizer can hold (at most {longest} "
+        f"characters a token), over the model's context of {context} tokens (refused before tokenizing)"
+    )
 
 
 def windows_of(tokens: Any, budgets: Sequence[Budget], max_new_tokens: int | None) -> list[int | None]:

@@ -18,18 +18,27 @@ server must end a completion exactly where the client's end-of-sequence ids say 
 
 Requests run concurrently (a thread pool). Each attempt has a deadline, `timeout_s`, that covers
 everything from connecting to the last byte of the answer, so a server that trickles its answer
-cannot hold the client past it. Attempts are retried with exponential backoff on connection errors,
-timeouts, 429 and 5xx answers, a bounded number of times; other errors and malformed answers raise
-`ServerError` with the server's message.
+cannot hold the client past it, and each request has a total deadline, `deadline_s`, that its retries
+and the waits between them count against. Attempts are retried with exponential backoff on connection
+errors, timeouts, 429 and 5xx answers, a bounded number of times; other errors and malformed answers
+raise `ServerError` with the server's message. Nothing waits in silence: every retry, and every
+`progress_s` seconds a request stays unanswered, a line goes to the `decode.openai_client` logger
+(stderr by default) with the time waited so far.
+
+An answer is read as it arrives and refused once it is larger than any answer to the request could
+be (a bound from `max_tokens` and the prompt's length; `answer_bound`), so a runaway server cannot
+fill the client's memory.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +53,16 @@ from .request_args import FORMAT_KEY, to_request_args
 from .sampling import Sampling
 from .state import BudgetSummary
 
+logger = logging.getLogger("decode.openai_client")
+
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# The largest answer a request can have: a fixed allowance (the JSON around the choice, usage, an error
+# message) and, per generated token, room for its id, its text JSON-escaped (a long token of control
+# characters) and its top log-probability entry; per prompt token, its id echoed back (vLLM's
+# `return_token_ids` returns `prompt_token_ids`).
+ANSWER_BASE_BYTES = 2**20
+ANSWER_BYTES_PER_TOKEN = 4096
+ANSWER_BYTES_PER_PROMPT_TOKEN = 16
 # What the request sets where `Sampling` has nothing to say, in vLLM's convention for "off"
 # (`vllm.entrypoints.openai` fills exactly these fields from the model's generation config).
 NEUTRAL = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
@@ -56,6 +74,26 @@ class ServerError(RuntimeError):
 
 class ClientSettingsError(ValueError):
     """A client setting (`timeout_s`, `max_retries`, ...) with a value that cannot work."""
+
+
+def answer_bound(max_tokens: int | None, prompt_tokens: int = 0) -> int:
+    """The most bytes an answer to a request for `max_tokens` tokens may take (None: no generation)."""
+    return (
+        ANSWER_BASE_BYTES + ANSWER_BYTES_PER_TOKEN * (max_tokens or 0) + ANSWER_BYTES_PER_PROMPT_TOKEN * prompt_tokens
+    )
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int | None, bound: int):
+        super().__init__(size, bound)
+        self.size = size  # the Content-Length the server announced, or None: it was sending more than the bound
+        self.bound = bound
+
+
+class _Compressed(Exception):
+    def __init__(self, encoding: str):
+        super().__init__(encoding)
+        self.encoding = encoding
 
 
 @dataclass
@@ -70,6 +108,7 @@ class Completion:
 # -- a deadline for each attempt, from connecting to the last byte ------------------------------
 
 _this_thread = threading.local()  # .deadline: time.monotonic() by which this thread's attempt must end
+# .max_bytes: the most bytes this thread's answer may take
 
 
 def _time_left(timeout: float | None) -> float | None:
@@ -129,8 +168,27 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+def _read_bounded(answer: httpcore.Response, bound: int | None) -> bytes:
+    """The body, read as it arrives; `_TooLarge` as soon as it is (or announces to be) over `bound` bytes."""
+    headers = {key.lower(): value for key, value in answer.headers}
+    encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    if encoding != "identity":  # asked for none: a compressed body could expand past any bound
+        raise _Compressed(encoding)
+    length = headers.get(b"content-length", b"").strip()
+    if bound is not None and length.isdigit() and int(length) > bound:
+        raise _TooLarge(int(length), bound)
+    chunks, size = [], 0
+    for chunk in answer.iter_stream():
+        size += len(chunk)
+        if bound is not None and size > bound:
+            raise _TooLarge(None, bound)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class _DeadlineTransport(httpx.BaseTransport):
-    """httpx over an httpcore pool whose connections keep the deadline; the body is read whole."""
+    """httpx over an httpcore pool whose connections keep the deadline; the body is read up to the
+    thread's bound, and a connection whose answer was refused is closed, not reused."""
 
     def __init__(self) -> None:
         self._pool = httpcore.ConnectionPool(
@@ -147,7 +205,7 @@ class _DeadlineTransport(httpx.BaseTransport):
         try:
             answer = self._pool.handle_request(core)
             try:
-                content = answer.read()
+                content = _read_bounded(answer, getattr(_this_thread, "max_bytes", None))
             finally:
                 answer.close()
         except httpcore.TimeoutException as err:
@@ -164,6 +222,72 @@ class _TransportError(httpx.TransportError):
     def __init__(self, kind: str, message: str, request: httpx.Request):
         super().__init__(message, request=request)
         self.kind = kind  # ConnectError, ReadError, RemoteProtocolError, ...
+
+
+# -- what the client is waiting for, said while it waits ---------------------------------------------
+
+
+@dataclass
+class _Request:
+    where: str
+    start: float
+    attempt: int = 1
+
+
+class _Waiting:
+    """The requests in flight, and a thread that says every `progress_s` seconds how long the oldest
+    has waited, while any has waited that long (it runs while requests are in flight)."""
+
+    def __init__(self, base_url: str, progress_s: float | None, deadline_s: float):
+        self.base_url = base_url
+        self.progress_s = progress_s
+        self.deadline_s = deadline_s
+        self.answered = 0
+        self._requests: dict[int, _Request] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def track(self, where: str) -> Iterator[_Request]:
+        request = _Request(where, time.monotonic())
+        with self._lock:
+            self._requests[id(request)] = request
+            if self.progress_s is not None and self._thread is None:
+                self._thread = threading.Thread(target=self._report, name="openai-client-progress", daemon=True)
+                self._thread.start()
+        answered = False
+        try:
+            yield request
+            answered = True
+        finally:
+            with self._lock:
+                del self._requests[id(request)]
+                self.answered += answered
+
+    def _report(self) -> None:
+        assert self.progress_s is not None
+        while not self._stop.wait(self.progress_s):
+            with self._lock:
+                requests = list(self._requests.values())
+                answered = self.answered
+                if not requests:
+                    self._thread = None
+                    return
+            now = time.monotonic()
+            waited = [r for r in requests if now - r.start >= self.progress_s]
+            if not waited:
+                continue
+            oldest = min(waited, key=lambda r: r.start)
+            logger.warning(
+                "%s: waiting for the server: %d request(s) unanswered, the oldest (%s) for %.0f s, attempt %d; "
+                "%d answered so far; a request gives up after deadline_s=%g",
+                self.base_url, len(requests), oldest.where, now - oldest.start, oldest.attempt, answered,
+                self.deadline_s,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 # -- the client ----------------------------------------------------------------------------------
@@ -187,11 +311,16 @@ class CompletionsClient:
         api_key: sent as a bearer token when given.
         timeout_s: the most one attempt of a request may take, from connecting to the answer's last
             byte (a server that sends its answer slowly is cut off there).
+        deadline_s: the most one request may take, all its attempts and the waits between them
+            included (default: `timeout_s`, so an attempt that times out is not retried, and quick
+            failures are retried within the same time).
         max_retries: further attempts after a retryable failure (0: none).
         backoff_s: the first retry waits this long, each next one twice as long.
         concurrency: requests in flight at once.
         vocab_size: the tokenizer's vocabulary size; a returned token id at or above it is refused
             (`server_generate` is given it by `decode.generate`).
+        progress_s: while a request is unanswered, a line every this many seconds says how long it
+            has waited (None: no such lines; retries are logged regardless).
     """
 
     def __init__(
@@ -201,10 +330,12 @@ class CompletionsClient:
         *,
         api_key: str | None = None,
         timeout_s: float = 600.0,
+        deadline_s: float | None = None,
         max_retries: int = 3,
         backoff_s: float = 0.5,
         concurrency: int = 8,
         vocab_size: int | None = None,
+        progress_s: float | None = 30.0,
     ):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ClientSettingsError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
@@ -212,14 +343,21 @@ class CompletionsClient:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ClientSettingsError(f"client setting {name} must be a non-empty string, got {value!r}")
         _number("timeout_s", timeout_s, low=0, low_ok=False)
+        if deadline_s is not None:
+            _number("deadline_s", deadline_s, low=0, low_ok=False)
+        if progress_s is not None:
+            _number("progress_s", progress_s, low=0, low_ok=False)
         _number("max_retries", max_retries, low=0, low_ok=True, integer=True)
         _number("backoff_s", backoff_s, low=0, low_ok=True)
         _number("concurrency", concurrency, low=1, low_ok=True, integer=True)
         if vocab_size is not None:
             _number("vocab_size", vocab_size, low=1, low_ok=True, integer=True)
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = {"Accept-Encoding": "identity"}  # a compressed answer could expand past any bound
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         self.timeout_s = float(timeout_s)
+        self.deadline_s = float(deadline_s if deadline_s is not None else timeout_s)
         self.http = httpx.Client(timeout=timeout_s, headers=headers, transport=_DeadlineTransport())
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -227,8 +365,10 @@ class CompletionsClient:
         self.vocab_size = vocab_size
         self._model = model
         self._has_processor: bool | None = None
+        self._waiting = _Waiting(self.base_url, progress_s, self.deadline_s)
 
     def close(self) -> None:
+        self._waiting.stop()
         self.http.close()
 
     def __enter__(self) -> CompletionsClient:
@@ -240,46 +380,78 @@ class CompletionsClient:
     @property
     def model(self) -> str:
         if self._model is None:
-            answer = self._request("GET", "/models")
+            answer = self._request("GET", "/models", max_bytes=answer_bound(None))
             listed = answer.get("data") if isinstance(answer, dict) else None
             if not listed or not isinstance(listed[0], dict) or not isinstance(listed[0].get("id"), str):
                 raise ServerError(f"{self.base_url}/models lists no model; pass model=")
             self._model = listed[0]["id"]
         return self._model
 
-    def _send(self, method: str, url: str, body: dict[str, Any] | None) -> httpx.Response:
-        """One attempt, under its deadline (kept per thread: `complete_many` runs one attempt per thread)."""
-        _this_thread.deadline = time.monotonic() + self.timeout_s
+    def _send(self, method: str, url: str, body: dict[str, Any] | None, end: float, max_bytes: int) -> httpx.Response:
+        """One attempt, ending by `end` and under a size bound (kept per thread: `complete_many` runs
+        one attempt per thread)."""
+        _this_thread.deadline = end
+        _this_thread.max_bytes = max_bytes
         try:
             return self.http.request(method, url, json=body)
         finally:
-            _this_thread.deadline = None
+            _this_thread.deadline = _this_thread.max_bytes = None
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, label: str = "", max_bytes: int
+    ) -> dict[str, Any]:
+        """One request's answer, retried as the settings say, within its total deadline."""
         url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                response = self._send(method, url, body)
-            except httpx.TimeoutException:
-                if last:
+        where = f"{url}, {label}" if label else url
+        start = time.monotonic()
+        end = start + self.deadline_s
+        with self._waiting.track(where) as waiting:
+            for attempt in range(self.max_retries + 1):
+                waiting.attempt = attempt + 1
+                attempt_end = min(time.monotonic() + self.timeout_s, end)
+                try:
+                    response = self._send(method, url, body, attempt_end, max_bytes)
+                except httpx.TimeoutException:
+                    limit = f"timeout_s={self.timeout_s:g} s"
+                    if attempt_end == end:
+                        limit = f"the request's deadline_s={self.deadline_s:g} s"
+                    head, tail = f"Timeout: no complete answer within {limit}, ", ""
+                except _TooLarge as err:
+                    size = f"{err.size} bytes" if err.size is not None else f"more than {err.bound} bytes"
                     raise ServerError(
-                        f"{url}: Timeout: no complete answer within timeout_s={self.timeout_s:g} s, "
-                        f"{attempt + 1} attempt(s)"
+                        f"{where}: the answer is {size}, over the {err.bound} bytes any answer to this request "
+                        "can take (from its max_tokens and prompt length): refused without reading the rest"
                     ) from None
-            except httpx.TransportError as err:
-                if last:
+                except _Compressed as err:
+                    raise ServerError(
+                        f"{where}: the answer is compressed ({err.encoding}) although the client asked for none: "
+                        "its size cannot be bounded before it is expanded"
+                    ) from None
+                except httpx.TransportError as err:
                     kind = getattr(err, "kind", type(err).__name__)
-                    raise ServerError(f"{url}: {kind} after {attempt + 1} attempt(s): {err}") from None
-            else:
-                if response.status_code == 200:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise ServerError(f"{url}: answer is not JSON: {response.text[:200]!r}") from None
-                if response.status_code not in RETRY_STATUS or last:
-                    raise ServerError(f"{url}: HTTP {response.status_code}: {_message(response)}")
-            time.sleep(self.backoff_s * 2**attempt)
+                    head, tail = f"{kind} after ", f": {err}"
+                else:
+                    if response.status_code == 200:
+                        try:
+                            return response.json()
+                        except ValueError:
+                            raise ServerError(f"{url}: answer is not JSON: {response.text[:200]!r}") from None
+                    if response.status_code not in RETRY_STATUS:
+                        raise ServerError(f"{url}: HTTP {response.status_code}: {_message(response)}")
+                    head, tail = f"HTTP {response.status_code}: {_message(response)} (after ", ")"
+                now = time.monotonic()
+                pause = self.backoff_s * 2**attempt
+                failure = f"{head}{attempt + 1} attempt(s) in {now - start:.1f} s{tail}"
+                if attempt == self.max_retries:
+                    raise ServerError(f"{url}: {failure} (max_retries={self.max_retries})")
+                if now + pause >= end:
+                    raise ServerError(f"{url}: {failure}; no time left for another attempt within the request's "
+                                      f"deadline_s={self.deadline_s:g} s")  # fmt: skip
+                logger.warning(
+                    "%s: %s; retry %d of %d in %.1f s (%.0f s left of deadline_s=%g)",
+                    where, failure[:300], attempt + 1, self.max_retries, pause, end - now, self.deadline_s,
+                )  # fmt: skip
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def complete(
@@ -321,7 +493,8 @@ class CompletionsClient:
         if top_ids:
             body.update(logprobs=1, return_tokens_as_token_ids=True)
         where = f"{self.base_url}/completions, {label}"
-        answer = self._request("POST", "/completions", body)
+        bound = answer_bound(max_tokens, len(body["prompt"]))
+        answer = self._request("POST", "/completions", body, label=label, max_bytes=bound)
         try:
             choice = answer["choices"][0]
         except (KeyError, IndexError, TypeError):
@@ -337,6 +510,8 @@ class CompletionsClient:
         vocab_size = vocab_size or self.vocab_size
         ids = _checked_ids(ids, vocab_size, where, "token_ids")
         finish = choice.get("finish_reason")
+        if len(ids) > max_tokens:
+            raise ServerError(f"{where}: the server returned {len(ids)} tokens, more than max_tokens={max_tokens}")
         if finish == "length" and len(ids) < max_tokens:
             raise ServerError(
                 f"{where}: the server stopped at its length limit after {len(ids)} of max_tokens={max_tokens} tokens "

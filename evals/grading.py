@@ -3,7 +3,8 @@
 Model output is untrusted, and math-verify parses it with sympy: a crafted or unlucky answer can
 hang the parser or exhaust memory. math-verify's own timeouts rely on `signal.alarm`, which only
 works in a process's main thread. So everything done to an answer (finding it in the text, parsing
-and comparing it) runs in the main thread of a worker process that has an address-space limit,
+and comparing it) runs in the main thread of a worker process (`evals.grade_worker`, a fresh
+interpreter: it works whatever the caller's script looks like) that has an address-space limit,
 under math-verify's timeout, and under a hard deadline here: a worker that overruns it is killed and
 replaced, and its answer is marked wrong with the reason. An answer math-verify gives up on is
 reported as timed out, never as "not equivalent". Nothing in a model output is ever executed.
@@ -12,18 +13,24 @@ reported as timed out, never as "not equivalent". Nothing in a model output is e
 from __future__ import annotations
 
 import hashlib
-import logging
 import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import product
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 from .extract import extract_choice, extract_math
 
 GRACE_S = 2.0  # beyond math-verify's own timeout, before a worker is killed
+_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding this package, put first on the workers' path
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ Verifier = Callable[[str, str, float], tuple[bool, str]]
 Job = Answer | tuple[str, str]  # an answer to grade whole, or a (gold, candidate) pair to verify
 
 
-def _verified(gold: str, candidate: str, verifier: Verifier, timeout_s: float, memory_mb: int | None) -> Verdict:
+def verified(gold: str, candidate: str, verifier: Verifier, timeout_s: float, memory_mb: int | None) -> Verdict:
     try:
         correct, reason = verifier(gold, candidate, timeout_s)
     except MemoryError:
@@ -118,34 +125,24 @@ def grade_answer(answer: Answer, verifier: Verifier, timeout_s: float, memory_mb
     candidate, where = extract_math(answer.text)
     if candidate is None:
         return Verdict(False, None, where)
-    return _verified(answer.gold, candidate, verifier, timeout_s, memory_mb)
+    return verified(answer.gold, candidate, verifier, timeout_s, memory_mb)
 
 
-def _serve(conn: Connection, memory_mb: int | None, timeout_s: float, verifier: Verifier) -> None:
-    """Worker loop: receive (index, job), send back (index, verdict)."""
-    if memory_mb:
-        import resource
-
-        limit = memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    import math_verify  # noqa: F401  (imported before the first deadline starts)
-
-    # math-verify logs the expression it gave up on: a model's megabyte-long answer would go to stderr.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    conn.send("ready")
-    while True:
-        task = conn.recv()
-        if task is None:
-            return
-        index, job = task
-        try:
-            if isinstance(job, Answer):
-                verdict = grade_answer(job, verifier, timeout_s, memory_mb)
-            else:
-                verdict = _verified(*job, verifier, timeout_s, memory_mb)
-        except MemoryError:
-            verdict = Verdict(False, None, f"grading ran out of memory ({memory_mb} MiB)")
-        conn.send((index, verdict))
+def _pickled_verifier(verifier: Verifier) -> bytes:
+    """The verifier as the workers receive it: a reference to a function of an importable module."""
+    name = getattr(verifier, "__qualname__", repr(verifier))
+    if getattr(verifier, "__module__", None) == "__main__":
+        raise ValueError(
+            f"verifier {name} is defined in the script being run (__main__): the grading workers are fresh "
+            "interpreters that import the verifier by its module's name; define it in a module of its own"
+        )
+    try:
+        return pickle.dumps(verifier)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"verifier {name} cannot be sent to the grading workers ({err}): use a function defined at the top "
+            "level of an importable module (not a lambda or a nested function)"
+        ) from None
 
 
 def _digest(answer: Answer) -> bytes:
@@ -154,11 +151,20 @@ def _digest(answer: Answer) -> bytes:
 
 
 class _Worker:
-    def __init__(self, context: Any, memory_mb: int | None, timeout_s: float, verifier: Verifier):
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, memory_mb, timeout_s, verifier), daemon=True)
-        self.process.start()
+    """One worker process (`evals.grade_worker`) and the socket to it."""
+
+    def __init__(self, memory_mb: int | None, timeout_s: float, verifier: bytes):
+        self.conn, child = multiprocessing.Pipe()  # a connected socket pair
+        # Our package first, so the worker runs this copy of `evals` wherever the caller's cwd is.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "evals.grade_worker", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         child.close()
+        self.conn.send((list(sys.path), memory_mb, timeout_s, verifier))
         self.task: int | None = None
         self.deadline = 0.0
         self.ready = False
@@ -167,17 +173,46 @@ class _Worker:
         """Block until the worker has imported math-verify, so its start never counts as grading time."""
         if self.ready:
             return
-        self.ready = self.conn.poll(timeout_s) and self.conn.recv() == "ready"
+        message: Any = None
+        if self.conn.poll(timeout_s):
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                message = ("error", f"a grading worker exited while starting (exit code {self.exit_code()})")
+        self.ready = message == "ready"
         if not self.ready:
             self.stop()
+            if isinstance(message, tuple) and message[:1] == ("error",):
+                raise RuntimeError(message[1])
             raise RuntimeError(f"a grading worker did not start within {timeout_s:g} s")
+
+    def receive(self) -> tuple[int, Verdict] | None:
+        """The worker's answer if one has arrived, None if not yet; EOFError once the worker is gone."""
+        if not self.conn.poll():
+            return None
+        try:
+            return self.conn.recv()
+        except OSError:
+            raise EOFError from None
+
+    def exit_code(self) -> int | None:
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> None:
         """Workers hold no state worth a clean exit (an interpreter teardown with sympy loaded takes
         over a second): end them at once."""
         self.process.kill()
-        self.process.join(timeout=5)
+        self.process.wait(timeout=5)
         self.conn.close()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+    workers.clear()
 
 
 class Grader:
@@ -192,7 +227,8 @@ class Grader:
             wrong ("timed out"), and so is one math-verify gives up on.
         memory_mb: address-space limit per worker (None: no limit).
         verifier: `(gold, candidate, timeout_s) -> (correct, reason)` for math answers, run in the
-            workers; a module-level function (it is sent to another process). Default: math-verify.
+            workers; a function at the top level of an importable module, not of the script being run
+            (the workers import it by name). Default: math-verify.
     """
 
     def __init__(
@@ -208,8 +244,10 @@ class Grader:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.verifier = verifier
-        self._context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        self._verifier_bytes = _pickled_verifier(verifier)
         self._workers: list[_Worker] = []
+        # Workers end with the grader, or at the latest when the interpreter exits (a grader never closed).
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
         # Verdicts already given, keyed by a digest of the answer (its text may be megabytes) or by a
         # (gold, candidate) pair: an answer seen again is not graded again.
         self._cache: dict[bytes | tuple[str, str], Any] = {}
@@ -228,9 +266,7 @@ class Grader:
         self.close()
 
     def close(self) -> None:
-        for worker in self._workers:
-            worker.stop()
-        self._workers = []
+        _stop_all(self._workers)
 
     def grade(self, answers: Sequence[Answer]) -> list[Verdict]:
         """One verdict per answer, in order. Each distinct answer is graded once, in a worker."""
@@ -262,7 +298,7 @@ class Grader:
         results: dict[Job, Verdict] = {}
         if not jobs:
             return results
-        self._workers += [self._spawn() for _ in range(min(self.n_workers, len(jobs)) - len(self._workers))]
+        self._workers.extend(self._spawn() for _ in range(min(self.n_workers, len(jobs)) - len(self._workers)))
         for worker in self._workers:
             worker.wait_ready()
         pending = list(range(len(jobs)))[::-1]
@@ -274,20 +310,23 @@ class Grader:
                     worker.conn.send((worker.task, jobs[worker.task]))
             busy = [w for w in self._workers if w.task is not None]
             wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=wait_s)
+            wait([w.conn for w in busy], timeout=wait_s)  # a worker that dies closes its end: readable too
             for k, worker in enumerate(self._workers):
                 if worker.task is None:
                     continue
                 job = jobs[worker.task]
                 extracted = None if isinstance(job, Answer) else job[1]
-                if worker.conn.poll():
-                    _, results[job] = worker.conn.recv()
-                    worker.task = None
-                elif not worker.process.is_alive():
-                    code = worker.process.exitcode
+                try:
+                    answer = worker.receive()
+                except EOFError:  # the worker died
+                    code = worker.exit_code()
                     results[job] = Verdict(False, extracted, f"grading worker died (exit code {code}; memory limit?)")
                     worker.task = None
                     self._workers[k] = self._replace(worker)
+                    continue
+                if answer is not None:
+                    results[job] = answer[1]
+                    worker.task = None
                 elif time.monotonic() > worker.deadline:
                     results[job] = Verdict(False, extracted, f"grading timed out after {self.timeout_s:g} s")
                     worker.task = None
@@ -295,7 +334,7 @@ class Grader:
         return results
 
     def _spawn(self) -> _Worker:
-        return _Worker(self._context, self.memory_mb, self.timeout_s, self.verifier)
+        return _Worker(self.memory_mb, self.timeout_s, self._verifier_bytes)
 
     def _replace(self, worker: _Worker) -> _Worker:
         worker.stop()

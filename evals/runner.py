@@ -299,10 +299,27 @@ def check_tokenizer(recipe: EvalRecipe, tokenizer: Any, needs_cap: bool) -> int 
 
 
 def run(recipe: EvalRecipe, *, progress: bool = True) -> Path:
-    """Run (or resume) the recipe; returns the output folder."""
+    """Run (or resume) the recipe; returns the output folder.
+
+    A run that fails before its first record is saved leaves no trace: the run description and the
+    empty samples file it made are removed again (and the folder, if it made it and it is empty)."""
     check_argument("evals.run", "recipe", recipe, EvalRecipe, "an EvalRecipe (evals.load_recipe('recipe.yaml'))")
     check_argument("evals.run", "progress", progress, bool, "True or False")
     folder = Path(recipe.output_dir)
+    new_folder, new_run = not folder.exists(), not (folder / RUN_INFO).exists()
+    try:
+        return _run(recipe, folder, progress)
+    except BaseException:
+        samples = folder / SAMPLES
+        if new_run and (folder / RUN_INFO).exists() and not (samples.exists() and samples.stat().st_size):
+            samples.unlink(missing_ok=True)
+            (folder / RUN_INFO).unlink()
+            if new_folder and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _run(recipe: EvalRecipe, folder: Path, progress: bool) -> Path:
     problems = [p for spec in recipe.benchmarks for p in load_problems(spec)]
     model_id = preflight(recipe)
     jobs = plan(recipe, problems, model_id)

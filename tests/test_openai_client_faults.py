@@ -102,7 +102,8 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(server, step_s):
     valid and would arrive whole after several seconds. The attempt's deadline refuses it."""
     server.trickle_s = step_s
     refused = pytest.raises(ServerError, match=r"Timeout: no complete answer within timeout_s=1 s, 2 attempt\(s\)")
-    with CompletionsClient(server.url, model="m", timeout_s=1.0, max_retries=1, backoff_s=0.01) as client, refused:
+    settings = {"timeout_s": 1.0, "deadline_s": 10.0, "max_retries": 1, "backoff_s": 0.01}
+    with CompletionsClient(server.url, model="m", **settings) as client, refused:
         client.complete([1, 2], 1, Sampling())
     assert len(server.bodies) == 2  # the retry had its own deadline
     server.trickle_s = None
@@ -197,6 +198,8 @@ def test_a_length_stop_short_of_max_tokens_is_refused(server):
         ({"timeout_s": 0}, "timeout_s must be > 0"),
         ({"timeout_s": float("nan")}, "timeout_s must be a finite number"),
         ({"timeout_s": "10"}, "timeout_s must be a finite number"),
+        ({"deadline_s": 0}, "deadline_s must be > 0"),
+        ({"progress_s": float("inf")}, "progress_s must be a finite number"),
         ({"max_retries": -1}, "max_retries must be >= 0"),
         ({"max_retries": 1.5}, "max_retries must be an integer"),
         ({"backoff_s": -0.5}, "backoff_s must be >= 0"),
