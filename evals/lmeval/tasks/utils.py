@@ -41,7 +41,7 @@ def load(name: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
     path = Path(metadata.get(key) or DATA / f"{name}.jsonl")
     if not path.is_file():
         raise TaskDataError(
-            f"task {name}_local: data file {path} does not exist; give one with --metadata '{{\"{key}\": \"FILE\"}}'"
+            f'task {name}_local: data file {path} does not exist; give one with --metadata \'{{"{key}": "FILE"}}\''
         )
     docs = []
     for where, row in read_file_rows(path, TaskDataError):
