@@ -240,3 +240,25 @@ def test_vllm_budget_on_vllm_cpu_matches_the_decoder(tmp_path, tmp_path_factory,
         lm.model.llm_engine.engine_core.shutdown()
     # The reference: the transformers adapter on the same weights in float64 (tests/test_vllm_backend.py).
     check_forced_run(results, stats_file, greedy_models["s1"], tokenizers["s1"], "s1", until)
+
+
+def test_offline_tasks_read_local_files_and_grade_as_s1_does(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lmeval_task_utils", evals.lmeval.TASKS_DIR / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    assert len(utils.aime24()["test"]) == 30 and len(utils.math500()["test"]) == 500
+    doc = {"problem": "?", "answer": "023"}
+    assert utils.process_aime(doc, ["<|im_start|>think\nhm<|im_start|>answer\nFinal Answer: $\\boxed{23}$"]) == {
+        "exact_match": 1
+    }
+    assert utils.process_aime(doc, ["Answer: 24"]) == {"exact_match": 0}
+    assert utils.process_math({"answer": "\\frac{1}{2}"}, ["Final Answer: \\boxed{0.5}"]) == {"math_verify": 1}
+    assert utils.process_math({"answer": "\\frac{1}{2}"}, ["Final Answer: \\boxed{2}"]) == {"math_verify": 0}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "no answer"}\n')
+    with pytest.raises(utils.TaskDataError, match=r"bad.jsonl: line 2: 'answer'"):
+        utils.aime24(aime24_path=str(bad))
+    with pytest.raises(utils.TaskDataError, match="does not exist"):
+        utils.math500(math500_path=str(tmp_path / "missing.jsonl"))

