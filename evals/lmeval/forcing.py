@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from decode import BudgetResult, get_format, prompt_ids
@@ -48,6 +49,9 @@ class BudgetForcingMixin:
         self.output = output
         self.forcing = forcing
         self.seed = seed
+        world, rank = getattr(self, "world_size", 1), getattr(self, "rank", 0)
+        if stats and world > 1:  # each process answers its own share of the requests: one file each
+            stats = str(Path(stats).with_name(f"{Path(stats).stem}.rank{rank}{Path(stats).suffix}"))
         self.stats = StatsLog(stats)
 
     def _decode(self, prompts: list[str], request: ForcedRequest, budgets: list, max_new_tokens: int) -> list:
