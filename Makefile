@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # GPU machines: the same pin gets the CUDA build from PyPI; override to pick another.
 TORCH ?= torch==2.13.0
 RECIPE ?=
-EXTRAS ?= dev
+EXTRAS ?= dev,lmeval
 
 .PHONY: install install-vllm test lint bench tiny-model smollm2 curate sft rl eval demo
 
