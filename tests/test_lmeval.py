@@ -173,7 +173,8 @@ def test_command_line_runs_s1s_published_command_offline(tmp_path, tmp_path_fact
     tokenizer = AutoTokenizer.from_pretrained(folder)
     contexts = [context_of(s) for s in sorted(samples, key=lambda s: s["doc_id"])]
     longest = max(len(tokenizer.encode(c)) for c in contexts)
-    auto = resolve_auto(32768, longest, len(tokenizer.encode("<|im_start|>think\n")),
+    window = min(32768, model.config.max_position_embeddings)  # the tiny model's context is the smaller
+    auto = resolve_auto(window, longest, len(tokenizer.encode("<|im_start|>think\n")),
                         len(tokenizer.encode("\n<|im_start|>answer\nFinal Answer:")))  # fmt: skip
     cap = model.config.max_position_embeddings - longest - len(tokenizer.encode("<|im_start|>think\n"))
     expected = reference(model, tokenizer, "s1", contexts, Budget(max_thinking_tokens=auto, num_ignore=2), cap)

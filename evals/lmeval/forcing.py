@@ -118,7 +118,10 @@ class BudgetForcingMixin:
         if request.max_thinking == AUTO:
             bare = max(len(prompt_ids(tokenizer, c, None)) for c in contexts)
             encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-            auto = resolve_auto(max_gen_toks, bare, len(encode(fmt.open)), len(encode(fmt.force)))
+            # on a model whose context is shorter than max_gen_toks, the context is the window `auto` fills,
+            # so the maximum it gives is always reached before the window ends
+            window = max_gen_toks if context is None else min(max_gen_toks, context)
+            auto = resolve_auto(window, bare, len(encode(fmt.open)), len(encode(fmt.force)))
         budgets = [request.budget(auto)] * len(requests)
         results: list[BudgetResult] = self._decode(contexts, request, budgets, cap)
         texts, rows = [], []
