@@ -185,7 +185,9 @@ class V2BudgetForcingProcessor(LogitsProcessor):
             return logits
         if logits.shape[0] != len(slots):  # draft rows: only refused forced requests can be here
             return self._end_refused(logits, ctx)
-        counts = ctx.seq_lens_upper_bound_np >= self.req_states.prefill_len.np[slots]  # False: token discarded
+        # False: the step still reads the prefill and vLLM discards its token. The host array is sized
+        # to the CUDA graph's padded request count (zeros past the real rows): only its head is ours.
+        counts = ctx.seq_lens_upper_bound_np[: len(slots)] >= self.req_states.prefill_len.np[slots]
         rows: list[int] = []  # rows whose token the rules chose, and those tokens
         tokens: list[int] = []
         sampled = self._host_rows(logits, np.flatnonzero(lanes == HOST), slots, counts, rows, tokens)
