@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
-from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
 
 from .budget import Budget
@@ -44,9 +43,18 @@ from .reprompt import Continuation, Engine, reprompt_generate
 from .request_args import to_request_args
 from .sampling import Sampling
 from .state import BudgetSummary
-from .vllm_requests import GREEDY_EPS, eos_token_ids, sampling_of, validate
-from .vllm_v1 import V1BudgetForcingProcessor
+from .vllm_requests import GREEDY_EPS, eos_token_ids, has_v1_runner, sampling_of, validate
 from .vllm_v2 import V2BudgetForcingProcessor
+
+if has_v1_runner():  # vLLM 0.32, 0.33
+    from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
+
+    from .vllm_v1 import V1BudgetForcingProcessor
+
+    _INTERFACES: tuple[type, ...] = (V1LogitsProcessor, V2LogitsProcessor)
+else:  # vLLM 0.34 removed Model Runner V1 and its processor interface
+    V1BudgetForcingProcessor = None  # type: ignore[assignment,misc]
+    _INTERFACES = (V2LogitsProcessor,)
 
 __all__ = [
     "GREEDY_EPS",
@@ -65,13 +73,16 @@ __all__ = [
 QUALIFIED_NAME = "decode.vllm:VLLMBudgetForcingProcessor"
 
 
-class VLLMBudgetForcingProcessor(V1LogitsProcessor, V2LogitsProcessor):
-    """Budget forcing for vLLM, under either model runner. A subclass of both processor interfaces, so
-    both runners' loaders accept it; building it gives the runner's own processor: V1 builds processors
-    with `(vllm_config, device, is_pin_memory)`, V2 with `(vllm_config, req_states)`."""
+class VLLMBudgetForcingProcessor(*_INTERFACES):  # type: ignore[misc]
+    """Budget forcing for vLLM, under either model runner. A subclass of each processor interface the
+    installed vLLM has, so its runners' loaders accept it; building it gives the runner's own
+    processor: V1 builds processors with `(vllm_config, device, is_pin_memory)`, V2 with
+    `(vllm_config, req_states)`."""
 
     def __new__(cls, vllm_config: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-        v1 = "device" in kwargs or (bool(args) and isinstance(args[0], (torch.device, str)))
+        v1 = V1BudgetForcingProcessor is not None and (
+            "device" in kwargs or (bool(args) and isinstance(args[0], (torch.device, str)))
+        )
         runner = V1BudgetForcingProcessor if v1 else V2BudgetForcingProcessor
         return runner(vllm_config, *args, **kwargs)
 

@@ -68,15 +68,27 @@ def penalties_used(params: SamplingParams) -> list[str]:
     return [name for name, off in PENALTIES.items() if getattr(params, name) != off]
 
 
+def has_v1_runner() -> bool:
+    """Whether the installed vLLM still has Model Runner V1, read from what it ships: vLLM 0.34 removed
+    V1 together with its logits-processor interface (`vllm.v1.sample.logits_processor`)."""
+    try:
+        import vllm.v1.sample.logits_processor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def certainly_v1_runner() -> bool:
     """Whether this process's engines run Model Runner V1 whatever their settings (vLLM picks V2 by
-    default when Triton is present and the engine's features allow it)."""
+    default when Triton is present and the engine's features allow it; from 0.34 there is only V2)."""
+    if not has_v1_runner():
+        return False
     try:
         import vllm.envs as envs
         from vllm.triton_utils import HAS_TRITON
     except ImportError:  # an older vLLM: V1 only
         return True
-    chosen = envs.VLLM_USE_V2_MODEL_RUNNER
+    chosen = getattr(envs, "VLLM_USE_V2_MODEL_RUNNER", None)  # the switch went with V1 in 0.34
     return chosen is False or (chosen is None and not HAS_TRITON)
 
 
