@@ -105,7 +105,18 @@ def v1_refusal(params: SamplingParams) -> str | None:
 
 
 def validate(params: SamplingParams) -> None:
-    """Admission check of `validate_params`: malformed arguments, and settings no runner can honour."""
+    """Admission check of `validate_params`: malformed arguments, and settings no runner can honour.
+    Only a `ValueError` leaves it (vLLM turns that into a refusal of the request, an HTTP 400): an
+    unexpected failure of the check refuses the request too, saying so."""
+    try:
+        _validate(params)
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ValueError(f"budget forcing could not check this request ({type(err).__name__}: {err})") from err
+
+
+def _validate(params: SamplingParams) -> None:
     if from_request_args(params.extra_args) is None:  # raises on malformed arguments
         return
     if getattr(params, "thinking_token_budget", None) is not None:
@@ -145,6 +156,7 @@ class Admission:
         self._tokenizer: Any = None
         self._eos: list[int] | None = None
         self._resolved: dict[ThinkingFormat, FormatTokens] = {}
+        self._eos_unknown = False
 
     def admit(self, params: SamplingParams, refusal: str | None = None) -> ForcedRequest | None:
         """The request's record; a refused one (logged, ended at once) if its arguments or `refusal` say so."""
@@ -172,9 +184,34 @@ class Admission:
         logger.error("budget forcing (Model Runner %s): request refused, ending it: %s", self.runner, reason)
         return ForcedRequest(params, None, Budget(), None, Sampling(), None)
 
-    def end_token(self, request: ForcedRequest) -> int:
-        """The end-of-sequence a processor forces to end `request` (refused, or its answer budget spent)."""
-        return min(request.tokens.eos if request.tokens is not None else self.eos_ids())
+    def fail(self, params: SamplingParams | None, where: str, err: BaseException) -> ForcedRequest:
+        """The record of a request our code failed on: ended at once, with one log line naming the
+        request (its place in the batch and its budget arguments) and the error. The traceback goes
+        to the debug log."""
+        args = {k: v for k, v in ((params.extra_args or {}) if params is not None else {}).items() if k[:3] == "bf_"}
+        logger.error(
+            "budget forcing (Model Runner %s): internal error on the request at %s %s; ending it: %s: %s",
+            self.runner,
+            where,
+            args or "(no budget arguments)",
+            type(err).__name__,
+            err,
+        )
+        logger.debug("budget forcing: the error's traceback", exc_info=err)
+        return ForcedRequest(params, None, Budget(), None, Sampling(), None)  # type: ignore[arg-type]
+
+    def end_token(self, request: ForcedRequest) -> int | None:
+        """The end-of-sequence a processor forces to end `request` (refused, failed, or its answer budget
+        spent); None where even that cannot be known (the model's tokenizer cannot be read)."""
+        if request.tokens is not None:
+            return min(request.tokens.eos)
+        try:
+            return min(self.eos_ids())
+        except Exception as err:
+            if not self._eos_unknown:
+                self._eos_unknown = True
+                logger.error("budget forcing: the end-of-sequence id is unknown (%s); failed requests run on", err)
+            return None
 
     def eos_ids(self) -> list[int]:
         if self._eos is None:
