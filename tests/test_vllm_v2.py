@@ -191,3 +191,46 @@ def test_speculative_decoding_refuses_forced_requests_and_leaves_plain_ones(gree
     for token in plain.output:
         assert token == int(next_logits(context).float().argmax())
         context.append(token)
+
+
+def test_a_failing_request_ends_alone(greedy_models, tokenizers, caplog, monkeypatch):
+    """The faults of tests/test_vllm_faults.py under V2 (0.34's calling pattern, async scheduling, padded
+    decode batches, a preemption): the failing requests end with end-of-sequence and one log line each,
+    the others keep the reference's tokens."""
+    from tests.test_vllm_faults import BUDGETS, CAP, FAILS_AT_ADMISSION, FAILS_IN_RULES, inject_faults
+
+    model, tokenizer, fmt = greedy_models["s1"], tokenizers["s1"], get_format("s1")
+    next_logits = cached(model)
+    tokens = fmt.tokens(tokenizer, [QWEN_EOS])
+    harness = V2Harness(
+        next_logits, str(tokenizer_dir("qwen2.5")), max_num_reqs=8, chunk=5, runner=VLLM_0_34, async_scheduling=True
+    )
+    inject_faults(monkeypatch)
+    submitted = []
+    for i, budget in enumerate(BUDGETS * 2):
+        ids = prompt_ids(tokenizer, PROMPTS[i % len(PROMPTS)], fmt)
+        params = SamplingParams(temperature=0, max_tokens=CAP, extra_args=to_request_args(fmt, budget))
+        submitted.append((harness.submit(ids, params), ids, budget))
+    plain_ids = prompt_ids(tokenizer, PROMPTS[0], fmt)
+    plain = harness.submit(plain_ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
+    with caplog.at_level("ERROR", logger="decode.vllm"):
+        harness.run(preempt_two_at(9))
+    monkeypatch.undo()
+    for request, ids, budget in submitted:
+        expected = reference_generate(next_logits, ids, tokens, budget, CAP)
+        if budget == FAILS_AT_ADMISSION:
+            assert request.output == [QWEN_EOS]
+        elif budget == FAILS_IN_RULES:
+            assert (
+                request.output[-1] == QWEN_EOS
+                and request.output[:-1] == expected.completion_ids[: len(request.output) - 1]
+            )
+            assert 5 <= len(request.output) - 1 < len(expected.completion_ids)
+        else:
+            assert without_final_eos(request.output, expected) == expected.completion_ids, budget
+    context = list(plain_ids)
+    for token in plain.output:
+        assert token == int(next_logits(context).float().argmax())
+        context.append(token)
+    failures = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(failures) == 4 and all("Model Runner V2" in m for m in failures), failures
