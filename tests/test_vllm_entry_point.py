@@ -134,7 +134,7 @@ for name in [n for n in sys.modules if n.startswith("vllm.v1.sample.logits_proce
     sys.modules[name] = None
 del vllm.v1.sample.logits_processor
 import vllm.envs as envs
-del envs.environment_variables["VLLM_USE_V2_MODEL_RUNNER"]
+envs.environment_variables.pop("VLLM_USE_V2_MODEL_RUNNER", None)
 assert not hasattr(envs, "VLLM_USE_V2_MODEL_RUNNER")
 sys.path.insert(0, {plugin!r})
 
