@@ -9,9 +9,11 @@ gives to ending thinking becomes the probability of a wait, and under greedy dec
 the transformers adapter's, token for token.
 
 vLLM has two model runners with two processor interfaces: Model Runner V1 (the CPU build; GPUs
-without Triton) and Model Runner V2 (the default on GPUs from vLLM 0.32). `VLLMBudgetForcingProcessor`
-is the one entry point for both: vLLM's loaders of either interface accept it, and building it gives
-the runner's own processor (`decode.vllm_v1`, `decode.vllm_v2`).
+without Triton; removed in vLLM 0.34) and Model Runner V2 (the default on GPUs from vLLM 0.32).
+`VLLMBudgetForcingProcessor` is the one entry point for both: it subclasses each interface the
+installed vLLM has (read from what it ships, not its version), so vLLM's loaders accept it, and
+building it gives the runner's own processor (`decode.vllm_v1`, `decode.vllm_v2`). Neither lets an
+exception into vLLM's step: a request it fails on ends at once, with one log line saying why.
 
 A request opts in through `SamplingParams.extra_args` (over HTTP: `vllm_xargs`) with the keys of
 `decode.request_args` (`bf_format`, `bf_max_thinking_tokens`, ...); requests without them are left
@@ -38,7 +40,7 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor
 
 from .budget import Budget
 from .formats import FormatTokens
-from .replay import replay
+from .replay import ReplayError, replay
 from .reprompt import Continuation, Engine, reprompt_generate
 from .request_args import to_request_args
 from .sampling import Sampling
@@ -216,5 +218,11 @@ def vllm_generate(
             if completion.logprobs is None:
                 raise RuntimeError(f"prompt {i}: vLLM returned no log-probabilities")
             own = [lp[t].rank == 1 for lp, t in zip(completion.logprobs, ids, strict=True)]
-        summaries.append(replay(tokens, budget, cap, ids, own))
+        try:
+            summaries.append(replay(tokens, budget, cap, ids, own))
+        except ReplayError as err:
+            raise ReplayError(
+                f"prompt {i}: {err}; the engine's budget-forcing processor ends a request this way when it "
+                "fails on it, and then logs the reason on the 'decode.vllm' logger"
+            ) from err
     return summaries

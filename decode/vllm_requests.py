@@ -3,8 +3,10 @@ arguments, deciding at admission whether the runner can honour them, and the per
 
 vLLM calls `validate_params` in the front end, where it does not say which model runner the engine
 uses; the runner-specific refusals are therefore made twice: here, when the runner is certain from
-the environment (no Triton, or `VLLM_USE_V2_MODEL_RUNNER` set), and by the processor itself when it
-admits the request (it logs why and ends the request at once), never by raising inside the engine.
+the environment (no Triton, or `VLLM_USE_V2_MODEL_RUNNER` set; from vLLM 0.34, which removed V1,
+always V2), and by the processor itself when it admits the request (it logs why and ends the request
+at once), never by raising inside the engine. The same holds for our own failures: a request the
+processor fails on is ended the same way (`Admission.fail`).
 """
 
 from __future__ import annotations

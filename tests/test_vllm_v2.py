@@ -186,6 +186,8 @@ def test_speculative_decoding_refuses_forced_requests_and_leaves_plain_ones(gree
     with caplog.at_level("ERROR", logger="decode.vllm"):
         harness.run()
     assert forced.output == [QWEN_EOS]  # ended at once
+    # 0.34 tells its rejection sampler, from add_request's answer, which requests' logits a processor changes.
+    assert harness.may_mask[forced.req_id] and not harness.may_mask[plain.req_id]
     assert "speculative decoding" in caplog.text and "Model Runner V2" in caplog.text
     context = list(ids)
     for token in plain.output:
