@@ -27,6 +27,15 @@ budget runs entirely on the device. Removing this copy would need the rules them
 
 Speculative decoding gives a request several rows per step (draft tokens); forced requests are then
 refused at admission (logged, ended at once), plain ones pass untouched.
+
+Under CUDA graphs a decode batch runs in the graph of the next capture size, and the host array of
+sequence-length bounds is sized to that padded count (zeros past the real rows), while the slot
+mapping and the logits hold only the real rows: only the array's head is read. vLLM 0.34 calls
+`apply_staged_writes` only on steps that admit a request, and reads `add_request`'s answer (whether
+the processor may change the request's logits) in its speculative rejection sampler.
+
+No call from vLLM lets an exception out: a request our code fails on is ended (end-of-sequence at
+its next row, one log line), and every other request goes on.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ for name in [n for n in sys.modules if n.startswith("vllm.v1.sample.logits_proce
     "vllm.v1.sample.logits_processor", "vllm.v1.worker.gpu_model_runner", "vllm.v1.worker.gpu_input_batch"
 ]:
     sys.modules[name] = None
-del vllm.v1.sample.logits_processor
+vars(vllm.v1.sample).pop("logits_processor", None)  # (on a vLLM without V1 all of this changes nothing)
 import vllm.envs as envs
 envs.environment_variables.pop("VLLM_USE_V2_MODEL_RUNNER", None)
 assert not hasattr(envs, "VLLM_USE_V2_MODEL_RUNNER")
