@@ -161,7 +161,7 @@ class V1BudgetForcingProcessor(LogitsProcessor):
     def _fail(self, index: int, row: _Row, err: Exception) -> None:
         """End the request at `index`: our code failed on it (logged once, with the reason)."""
         row.request = self.admission.fail(row.request.params, f"batch row {index}", err)
-        row.lane, row.redirect, row.choice = HOST, None, None
+        row.lane, row.redirect, row.choice, row.horizon, row.watched = HOST, None, None, 0, frozenset()
         self._device_batch = None
 
     def _leave(self, index: int) -> None:
