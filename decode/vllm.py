@@ -9,9 +9,11 @@ gives to ending thinking becomes the probability of a wait, and under greedy dec
 the transformers adapter's, token for token.
 
 vLLM has two model runners with two processor interfaces: Model Runner V1 (the CPU build; GPUs
-without Triton) and Model Runner V2 (the default on GPUs from vLLM 0.32). `VLLMBudgetForcingProcessor`
-is the one entry point for both: vLLM's loaders of either interface accept it, and building it gives
-the runner's own processor (`decode.vllm_v1`, `decode.vllm_v2`).
+without Triton; removed in vLLM 0.34) and Model Runner V2 (the default on GPUs from vLLM 0.32).
+`VLLMBudgetForcingProcessor` is the one entry point for both: it subclasses each interface the
+installed vLLM has (read from what it ships, not its version), so vLLM's loaders accept it, and
+building it gives the runner's own processor (`decode.vllm_v1`, `decode.vllm_v2`). Neither lets an
+exception into vLLM's step: a request it fails on ends at once, with one log line saying why.
 
 A request opts in through `SamplingParams.extra_args` (over HTTP: `vllm_xargs`) with the keys of
 `decode.request_args` (`bf_format`, `bf_max_thinking_tokens`, ...); requests without them are left
@@ -34,19 +36,27 @@ from typing import Any
 import torch
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
-from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
 
 from .budget import Budget
 from .formats import FormatTokens
-from .replay import replay
+from .replay import ReplayError, replay
 from .reprompt import Continuation, Engine, reprompt_generate
 from .request_args import to_request_args
 from .sampling import Sampling
 from .state import BudgetSummary
-from .vllm_requests import GREEDY_EPS, eos_token_ids, sampling_of, validate
-from .vllm_v1 import V1BudgetForcingProcessor
+from .vllm_requests import GREEDY_EPS, eos_token_ids, has_v1_runner, sampling_of, validate
 from .vllm_v2 import V2BudgetForcingProcessor
+
+if has_v1_runner():  # vLLM 0.32, 0.33
+    from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
+
+    from .vllm_v1 import V1BudgetForcingProcessor
+
+    _INTERFACES: tuple[type, ...] = (V1LogitsProcessor, V2LogitsProcessor)
+else:  # vLLM 0.34 removed Model Runner V1 and its processor interface
+    V1BudgetForcingProcessor = None  # type: ignore[assignment,misc]
+    _INTERFACES = (V2LogitsProcessor,)
 
 __all__ = [
     "GREEDY_EPS",
@@ -65,13 +75,16 @@ __all__ = [
 QUALIFIED_NAME = "decode.vllm:VLLMBudgetForcingProcessor"
 
 
-class VLLMBudgetForcingProcessor(V1LogitsProcessor, V2LogitsProcessor):
-    """Budget forcing for vLLM, under either model runner. A subclass of both processor interfaces, so
-    both runners' loaders accept it; building it gives the runner's own processor: V1 builds processors
-    with `(vllm_config, device, is_pin_memory)`, V2 with `(vllm_config, req_states)`."""
+class VLLMBudgetForcingProcessor(*_INTERFACES):  # type: ignore[misc]
+    """Budget forcing for vLLM, under either model runner. A subclass of each processor interface the
+    installed vLLM has, so its runners' loaders accept it; building it gives the runner's own
+    processor: V1 builds processors with `(vllm_config, device, is_pin_memory)`, V2 with
+    `(vllm_config, req_states)`."""
 
     def __new__(cls, vllm_config: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-        v1 = "device" in kwargs or (bool(args) and isinstance(args[0], (torch.device, str)))
+        v1 = V1BudgetForcingProcessor is not None and (
+            "device" in kwargs or (bool(args) and isinstance(args[0], (torch.device, str)))
+        )
         runner = V1BudgetForcingProcessor if v1 else V2BudgetForcingProcessor
         return runner(vllm_config, *args, **kwargs)
 
@@ -205,5 +218,11 @@ def vllm_generate(
             if completion.logprobs is None:
                 raise RuntimeError(f"prompt {i}: vLLM returned no log-probabilities")
             own = [lp[t].rank == 1 for lp, t in zip(completion.logprobs, ids, strict=True)]
-        summaries.append(replay(tokens, budget, cap, ids, own))
+        try:
+            summaries.append(replay(tokens, budget, cap, ids, own))
+        except ReplayError as err:
+            raise ReplayError(
+                f"prompt {i}: {err}; the engine's budget-forcing processor ends a request this way when it "
+                "fails on it, and then logs the reason on the 'decode.vllm' logger"
+            ) from err
     return summaries

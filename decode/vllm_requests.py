@@ -3,8 +3,10 @@ arguments, deciding at admission whether the runner can honour them, and the per
 
 vLLM calls `validate_params` in the front end, where it does not say which model runner the engine
 uses; the runner-specific refusals are therefore made twice: here, when the runner is certain from
-the environment (no Triton, or `VLLM_USE_V2_MODEL_RUNNER` set), and by the processor itself when it
-admits the request (it logs why and ends the request at once), never by raising inside the engine.
+the environment (no Triton, or `VLLM_USE_V2_MODEL_RUNNER` set; from vLLM 0.34, which removed V1,
+always V2), and by the processor itself when it admits the request (it logs why and ends the request
+at once), never by raising inside the engine. The same holds for our own failures: a request the
+processor fails on is ended the same way (`Admission.fail`).
 """
 
 from __future__ import annotations
@@ -68,15 +70,27 @@ def penalties_used(params: SamplingParams) -> list[str]:
     return [name for name, off in PENALTIES.items() if getattr(params, name) != off]
 
 
+def has_v1_runner() -> bool:
+    """Whether the installed vLLM still has Model Runner V1, read from what it ships: vLLM 0.34 removed
+    V1 together with its logits-processor interface (`vllm.v1.sample.logits_processor`)."""
+    try:
+        import vllm.v1.sample.logits_processor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def certainly_v1_runner() -> bool:
     """Whether this process's engines run Model Runner V1 whatever their settings (vLLM picks V2 by
-    default when Triton is present and the engine's features allow it)."""
+    default when Triton is present and the engine's features allow it; from 0.34 there is only V2)."""
+    if not has_v1_runner():
+        return False
     try:
         import vllm.envs as envs
         from vllm.triton_utils import HAS_TRITON
     except ImportError:  # an older vLLM: V1 only
         return True
-    chosen = envs.VLLM_USE_V2_MODEL_RUNNER
+    chosen = getattr(envs, "VLLM_USE_V2_MODEL_RUNNER", None)  # the switch went with V1 in 0.34
     return chosen is False or (chosen is None and not HAS_TRITON)
 
 
@@ -93,7 +107,18 @@ def v1_refusal(params: SamplingParams) -> str | None:
 
 
 def validate(params: SamplingParams) -> None:
-    """Admission check of `validate_params`: malformed arguments, and settings no runner can honour."""
+    """Admission check of `validate_params`: malformed arguments, and settings no runner can honour.
+    Only a `ValueError` leaves it (vLLM turns that into a refusal of the request, an HTTP 400): an
+    unexpected failure of the check refuses the request too, saying so."""
+    try:
+        _validate(params)
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ValueError(f"budget forcing could not check this request ({type(err).__name__}: {err})") from err
+
+
+def _validate(params: SamplingParams) -> None:
     if from_request_args(params.extra_args) is None:  # raises on malformed arguments
         return
     if getattr(params, "thinking_token_budget", None) is not None:
@@ -133,6 +158,7 @@ class Admission:
         self._tokenizer: Any = None
         self._eos: list[int] | None = None
         self._resolved: dict[ThinkingFormat, FormatTokens] = {}
+        self._eos_unknown = False
 
     def admit(self, params: SamplingParams, refusal: str | None = None) -> ForcedRequest | None:
         """The request's record; a refused one (logged, ended at once) if its arguments or `refusal` say so."""
@@ -160,9 +186,34 @@ class Admission:
         logger.error("budget forcing (Model Runner %s): request refused, ending it: %s", self.runner, reason)
         return ForcedRequest(params, None, Budget(), None, Sampling(), None)
 
-    def end_token(self, request: ForcedRequest) -> int:
-        """The end-of-sequence a processor forces to end `request` (refused, or its answer budget spent)."""
-        return min(request.tokens.eos if request.tokens is not None else self.eos_ids())
+    def fail(self, params: SamplingParams | None, where: str, err: BaseException) -> ForcedRequest:
+        """The record of a request our code failed on: ended at once, with one log line naming the
+        request (its place in the batch and its budget arguments) and the error. The traceback goes
+        to the debug log."""
+        args = {k: v for k, v in ((params.extra_args or {}) if params is not None else {}).items() if k[:3] == "bf_"}
+        logger.error(
+            "budget forcing (Model Runner %s): internal error on the request at %s %s; ending it: %s: %s",
+            self.runner,
+            where,
+            args or "(no budget arguments)",
+            type(err).__name__,
+            err,
+        )
+        logger.debug("budget forcing: the error's traceback", exc_info=err)
+        return ForcedRequest(params, None, Budget(), None, Sampling(), None)  # type: ignore[arg-type]
+
+    def end_token(self, request: ForcedRequest) -> int | None:
+        """The end-of-sequence a processor forces to end `request` (refused, failed, or its answer budget
+        spent); None where even that cannot be known (the model's tokenizer cannot be read)."""
+        if request.tokens is not None:
+            return min(request.tokens.eos)
+        try:
+            return min(self.eos_ids())
+        except Exception as err:
+            if not self._eos_unknown:
+                self._eos_unknown = True
+                logger.error("budget forcing: the end-of-sequence id is unknown (%s); failed requests run on", err)
+            return None
 
     def eos_ids(self) -> list[int]:
         if self._eos is None:

@@ -123,6 +123,9 @@ class V1BudgetForcingProcessor(LogitsProcessor):
 
     # -- batch bookkeeping -------------------------------------------------------------------
 
+    # vLLM calls the processor through `update_state` and `apply`, and neither lets an exception out: a
+    # request our code fails on is ended (`_fail`), the others go on.
+
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if not batch_update or self.duplicate:
             return
@@ -131,20 +134,35 @@ class V1BudgetForcingProcessor(LogitsProcessor):
         # new request, or with one moved there to close the gap, are not listed, so a request added or
         # moved (one way) to an occupied slot means its occupant left the batch.
         for index in batch_update.removed:
-            self._leave(index)
+            self._leave_safely(index)
         for index, params, _prompt, output in batch_update.added:
-            self._leave(index)
-            row = self._row_for(params, output)
+            self._leave_safely(index)
+            try:
+                row = self._row_for(params, output)
+            except Exception as err:
+                row = _Row(self.admission.fail(params, f"batch row {index}", err), output)
             if row is not None:
                 self.rows[index] = row
         for a, b, direction in batch_update.moved:
             if direction == MoveDirectionality.UNIDIRECTIONAL:
-                self._leave(b)
+                self._leave_safely(b)
             row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
             if row_a is not None:
                 self.rows[b] = row_a
             if row_b is not None and direction == MoveDirectionality.SWAP:
                 self.rows[a] = row_b
+
+    def _leave_safely(self, index: int) -> None:
+        try:
+            self._leave(index)
+        except Exception as err:  # the request left the batch: only its kept state is lost
+            logger.error("budget forcing: could not keep the state of a request leaving the batch: %s", err)
+
+    def _fail(self, index: int, row: _Row, err: Exception) -> None:
+        """End the request at `index`: our code failed on it (logged once, with the reason)."""
+        row.request = self.admission.fail(row.request.params, f"batch row {index}", err)
+        row.lane, row.redirect, row.choice, row.horizon, row.watched = HOST, None, None, 0, frozenset()
+        self._device_batch = None
 
     def _leave(self, index: int) -> None:
         """The request at `index` left the batch: finished, or preempted or not scheduled this step (it
@@ -204,30 +222,63 @@ class V1BudgetForcingProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:  # (always so for an idle duplicate)
             return logits
+        try:
+            return self._apply(logits)
+        except Exception as err:  # in code shared by the step's forced rows: all of them end
+            try:
+                for index, row in self.rows.items():
+                    if row.state is not None:
+                        self._fail(index, row, err)
+                return self._end_rows(logits, list(self.rows))
+            except Exception as again:
+                logger.error("budget forcing: could not end the step's forced requests after an error: %s", again)
+                return logits
+
+    def _apply(self, logits: torch.Tensor) -> torch.Tensor:
         host_rows: list[int] = []
         host_tokens: list[int] = []
+        failed: list[int] = []
         for index, row in self.rows.items():
-            seen, output = row.seen, row.output
-            if len(output) == seen + 1 and seen + 1 < row.horizon and output[-1] not in row.watched:
-                row.seen += 1  # the free run goes on: nothing to decide
-                continue
-            if len(output) != seen or row.choice is not None:
-                self._level(row)
-            if row.lane == HOST:
-                host_rows.append(index)
-                host_tokens.append(self._choose(index, row, logits))
+            try:
+                seen, output = row.seen, row.output
+                if len(output) == seen + 1 and seen + 1 < row.horizon and output[-1] not in row.watched:
+                    row.seen += 1  # the free run goes on: nothing to decide
+                    continue
+                if len(output) != seen or row.choice is not None:
+                    self._level(row)
+                if row.lane == HOST:
+                    token = self._choose(index, row, logits)
+                    if token is not None:
+                        host_rows.append(index)
+                        host_tokens.append(token)
+            except Exception as err:
+                self._fail(index, row, err)
+                failed.append(index)
         if self._device_batch is None or self._device_batch.size != logits.shape[0]:
             self._device_batch = self._build_device_batch(logits.shape[0])
         if self._device_batch.indices:
             self._device_step(logits, self._device_batch)
+        if failed:
+            self._end_rows(logits, failed)
         if host_rows:
             logits[torch.tensor(host_rows, device=logits.device), torch.tensor(host_tokens, device=logits.device)] = (
                 FORCED_LOGIT
             )
         return logits
 
-    def _choose(self, index: int, row: _Row, logits: torch.Tensor) -> int:
-        """The token of a host-lane row, remembered until the output shows whether vLLM committed it."""
+    def _end_rows(self, logits: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """Rows of requests that failed: whatever was written to them is undone, and their
+        end-of-sequence gets the winning logit."""
+        for index in indices:
+            eos = self.admission.end_token(self.rows[index].request)
+            if eos is not None:
+                logits[index] = -FORCED_LOGIT
+                logits[index, eos] = FORCED_LOGIT
+        return logits
+
+    def _choose(self, index: int, row: _Row, logits: torch.Tensor) -> int | None:
+        """The token of a host-lane row, remembered until the output shows whether vLLM committed it
+        (None: a request to end whose end-of-sequence is unknown)."""
         state = row.state
         if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
             return self.admission.end_token(row.request)

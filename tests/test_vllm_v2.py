@@ -19,7 +19,7 @@ from tests.conftest import TOKENIZER_OF, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS  # noqa: E402
 from tests.test_sampling import PROMPT, WIDE, model_with  # noqa: E402
 from tests.tiny_model import QWEN_EOS  # noqa: E402
-from tests.vllm_v2_harness import V2Harness, penalized  # noqa: E402
+from tests.vllm_v2_harness import VLLM_0_32, VLLM_0_33, VLLM_0_34, V2Harness, penalized  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a tiny model's full forward at every step, without a KV cache
 
@@ -64,16 +64,33 @@ def preempt_two_at(step: int):
     return preempt
 
 
-@pytest.mark.parametrize(("preset", "run_chunk"), [("s1", vllm_v2.RUN_CHUNK), ("think", 3)])
+@pytest.mark.parametrize(
+    ("preset", "run_chunk", "runner", "async_scheduling"),
+    [
+        ("s1", vllm_v2.RUN_CHUNK, VLLM_0_32, False),
+        ("think", 3, VLLM_0_33, True),
+        ("s1", 3, VLLM_0_34, True),
+    ],
+    ids=["0.32-sync", "0.33-async", "0.34-async"],
+)
 def test_greedy_tokens_match_the_reference_with_slot_reuse_reordering_and_preemption(
-    preset, run_chunk, greedy_models, tokenizers, monkeypatch
+    preset, run_chunk, runner, async_scheduling, greedy_models, tokenizers, monkeypatch
 ):
-    """(A run chunk of 3 makes free runs end on the chunk as well as on watched tokens and budgets.)"""
+    """Through each version's calling pattern (the sampler-warmup request of 0.33+, staged writes only
+    on admitting steps in 0.34), CUDA-graph padding of decode batches, and async scheduling. (A run
+    chunk of 3 makes free runs end on the chunk as well as on watched tokens and budgets.)"""
     monkeypatch.setattr(vllm_v2, "RUN_CHUNK", run_chunk)
     model, tokenizer, fmt = greedy_models[preset], tokenizers[preset], get_format(preset)
     next_logits = cached(model)
     tokens = fmt.tokens(tokenizer, [QWEN_EOS])
-    harness = V2Harness(next_logits, str(tokenizer_dir(TOKENIZER_OF[preset])), max_num_reqs=8, chunk=5)
+    harness = V2Harness(
+        next_logits,
+        str(tokenizer_dir(TOKENIZER_OF[preset])),
+        max_num_reqs=8,
+        chunk=5,
+        runner=runner,
+        async_scheduling=async_scheduling,
+    )
     submitted = []
     for i, budget in enumerate(BUDGETS):  # 16 requests through 8 slots: every slot is reused
         ids = prompt_ids(tokenizer, PROMPTS[i % len(PROMPTS)], fmt)
@@ -82,6 +99,9 @@ def test_greedy_tokens_match_the_reference_with_slot_reuse_reordering_and_preemp
     plain = harness.submit(plain_ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
     harness.run(preempt_two_at(12))
     assert sum(r.preemptions for r, _, _ in submitted) == 2
+    # Decode batches of sizes that are not capture sizes ran padded (e.g. 3, 5, 6, 7 rows in a graph of 4 or 8).
+    assert {size for size, _ in harness.padded_sizes} & {3, 5, 6, 7}, harness.padded_sizes
+    assert all(harness.may_mask[r.req_id] for r, _, _ in submitted) and not harness.may_mask[plain.req_id]
     seen = {"waits": 0, "forced": 0}
     for request, ids, budget in submitted:
         expected = reference_generate(next_logits, ids, tokens, budget, CAP)
@@ -110,7 +130,7 @@ def test_penalties_are_in_the_proposal(greedy_models, tokenizers):
     tokens = fmt.tokens(tokenizer, [QWEN_EOS])
     budget = Budget(min_thinking_tokens=10, max_thinking_tokens=24, max_answer_tokens=8)
     penalties = dict(repetition_penalty=1.3, frequency_penalty=0.4, presence_penalty=0.2)
-    harness = V2Harness(base, str(tokenizer_dir("qwen2.5")), chunk=6)
+    harness = V2Harness(base, str(tokenizer_dir("qwen2.5")), chunk=6, cuda_graphs=False)  # (eager: unpadded)
     runs = []
     for prompt in PROMPTS[:3]:
         ids = prompt_ids(tokenizer, prompt, fmt)
@@ -159,15 +179,60 @@ def test_wait_rate_under_sampling_equals_the_end_probability(tokenizers):
 def test_speculative_decoding_refuses_forced_requests_and_leaves_plain_ones(greedy_models, tokenizers, caplog):
     model, tokenizer, fmt = greedy_models["s1"], tokenizers["s1"], get_format("s1")
     next_logits = cached(model)
-    harness = V2Harness(next_logits, str(tokenizer_dir("qwen2.5")), speculative=True)
+    harness = V2Harness(next_logits, str(tokenizer_dir("qwen2.5")), speculative_tokens=2, runner=VLLM_0_34)
     ids = prompt_ids(tokenizer, PROMPTS[1], fmt)
     forced = harness.submit(ids, forced_params(fmt, Budget(min_thinking_tokens=8)))
     plain = harness.submit(ids, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))
     with caplog.at_level("ERROR", logger="decode.vllm"):
         harness.run()
     assert forced.output == [QWEN_EOS]  # ended at once
+    # 0.34 tells its rejection sampler, from add_request's answer, which requests' logits a processor changes.
+    assert harness.may_mask[forced.req_id] and not harness.may_mask[plain.req_id]
     assert "speculative decoding" in caplog.text and "Model Runner V2" in caplog.text
     context = list(ids)
     for token in plain.output:
         assert token == int(next_logits(context).float().argmax())
         context.append(token)
+
+
+def test_a_failing_request_ends_alone(greedy_models, tokenizers, caplog, monkeypatch):
+    """The faults of tests/test_vllm_faults.py under V2 (0.34's calling pattern, async scheduling, padded
+    decode batches, a preemption): the failing requests end with end-of-sequence and one log line each,
+    the others keep the reference's tokens."""
+    from tests.test_vllm_faults import BUDGETS, CAP, FAILS_AT_ADMISSION, FAILS_IN_RULES, inject_faults
+
+    model, tokenizer, fmt = greedy_models["s1"], tokenizers["s1"], get_format("s1")
+    next_logits = cached(model)
+    tokens = fmt.tokens(tokenizer, [QWEN_EOS])
+    harness = V2Harness(
+        next_logits, str(tokenizer_dir("qwen2.5")), max_num_reqs=8, chunk=5, runner=VLLM_0_34, async_scheduling=True
+    )
+    inject_faults(monkeypatch)
+    submitted = []
+    for i, budget in enumerate(BUDGETS * 2):
+        ids = prompt_ids(tokenizer, PROMPTS[i % len(PROMPTS)], fmt)
+        params = SamplingParams(temperature=0, max_tokens=CAP, extra_args=to_request_args(fmt, budget))
+        submitted.append((harness.submit(ids, params), ids, budget))
+    plain_ids = prompt_ids(tokenizer, PROMPTS[0], fmt)
+    plain = harness.submit(plain_ids, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
+    with caplog.at_level("ERROR", logger="decode.vllm"):
+        harness.run(preempt_two_at(9))
+    monkeypatch.undo()
+    for request, ids, budget in submitted:
+        expected = reference_generate(next_logits, ids, tokens, budget, CAP)
+        if budget == FAILS_AT_ADMISSION:
+            assert request.output == [QWEN_EOS]
+        elif budget == FAILS_IN_RULES:
+            assert (
+                request.output[-1] == QWEN_EOS
+                and request.output[:-1] == expected.completion_ids[: len(request.output) - 1]
+            )
+            assert 5 <= len(request.output) - 1 < len(expected.completion_ids)
+        else:
+            assert without_final_eos(request.output, expected) == expected.completion_ids, budget
+    context = list(plain_ids)
+    for token in plain.output:
+        assert token == int(next_logits(context).float().argmax())
+        context.append(token)
+    failures = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(failures) == 4 and all("Model Runner V2" in m for m in failures), failures
