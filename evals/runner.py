@@ -53,14 +53,17 @@ class Job:
     budget: Budget
     sampling: Sampling
     settings: dict[str, Any]
+    max_tokens: int = 0  # the generation window of this job
 
 
 def user_message(recipe: EvalRecipe, problem: Problem, suffix: str) -> str:
-    """The question, the recipe's instruction for its kind, then the method's sentence (L1's layout)."""
+    """The question, the recipe's instruction for its kind, then the method's sentence (L1's layout).
+    The instruction follows a blank line, or, when it starts with white space itself, that white space
+    (L1's math prompts: "{question} Let's think step by step ...")."""
     text = problem.question
     instruction = recipe.instruction.get(problem.kind, "")
     if instruction:
-        text += "\n\n" + instruction
+        text += instruction if instruction[0].isspace() else "\n\n" + instruction
     if suffix:
         text += (" " if instruction else "\n\n") + suffix
     return text
@@ -112,6 +115,7 @@ def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
                         budget=budget,
                         sampling=sampling,
                         settings=json.loads(json.dumps(settings)),  # as it reads back from samples.jsonl
+                        max_tokens=method.max_tokens(point, recipe.max_tokens),
                     )
                 )
     return jobs
@@ -225,11 +229,11 @@ def engine_args(recipe: EvalRecipe) -> dict[str, Any] | None:
 
 
 def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
-    """Jobs grouped by what one decoder call shares (wait string, sampling, redraws), in chunks."""
-    groups: dict[tuple[str, Sampling, bool], list[Job]] = {}
+    """Jobs grouped by what one decoder call shares (wait string, sampling, redraws, window), in chunks."""
+    groups: dict[tuple[str, Sampling, bool, int], list[Job]] = {}
     for job in jobs:
         redraws = job.method.method == "rejection_sampling"
-        groups.setdefault((job.method.wait, job.sampling, redraws), []).append(job)
+        groups.setdefault((job.method.wait, job.sampling, redraws, job.max_tokens), []).append(job)
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
@@ -323,7 +327,7 @@ def _generate(
                 budget=[budgets[i][0] for i in todo],
                 sampling=group[0].sampling,
                 batch_size=recipe.batch_size,
-                max_new_tokens=recipe.max_tokens,
+                max_new_tokens=group[0].max_tokens,
                 seed=recipe.seed + 7919 * attempt + sum(map(ord, group[todo[0]].key)),
                 backend=recipe.backend,
                 forcing=recipe.forcing,
