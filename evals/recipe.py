@@ -164,6 +164,13 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
         values["methods"] = [MethodSpec.from_dict(m) for m in data["methods"]]
     except (MethodError, TypeError) as err:
         raise RecipeError(f"{source}: methods: {err}") from None
+    no_string = [m.label for m in values["methods"] if not m.wait]
+    if no_string and (data.get("backend", "hf"), data.get("forcing", "processor")) != ("hf", "processor"):
+        raise RecipeError(
+            f"{source}: methods {no_string}: an empty wait string (s1's \"without string\") needs backend 'hf' with "
+            "forcing 'processor': the model must propose again without the end of thinking, which the other "
+            "engines here cannot do"
+        )
     labels = [m.label for m in values["methods"]]
     if len(set(labels)) != len(labels):
         raise RecipeError(f"{source}: methods: two methods share a label {labels}; give them distinct 'label's")

@@ -62,7 +62,10 @@ def parity_tables() -> list[tuple[str, list[dict[str, str]]]]:
 def literal(cell: str) -> Any:
     """The YAML value in a cell written as one backticked literal."""
     assert cell.startswith("`") and cell.endswith("`") and cell.count("`") == 2, cell
-    return yaml.safe_load(cell[1:-1])
+    try:
+        return yaml.safe_load(cell[1:-1])
+    except yaml.YAMLError:  # a prompt template, say: the text itself
+        return cell[1:-1]
 
 
 def only_literal(cell: str) -> bool:
@@ -120,17 +123,26 @@ def test_parity_tables_match_the_recipes():
                 ours = literal(row["Ours"])
                 assert same(at(data, row["Key"]), ours), f"{where}: the recipe has {at(data, row['Key'])!r}"
                 checked += 1
-                if status.startswith("same") and only_literal(row["Published"]):
+                if (status == "same" or status.startswith("same (")) and only_literal(row["Published"]):
                     assert same(literal(row["Published"]), ours), f"{where}: marked same but differs"
             assert status, f"{where}: no status"
     assert checked >= 80
 
 
-def test_the_table_check_catches_a_drift(tmp_path):
-    data = read_settings(ROOT / "recipes/rl/l1_max.yaml")
-    data["trainer"]["learning_rate"] = 1.0e-6  # what the recipe said before it followed L1's code
-    assert not same(at(data, "trainer.learning_rate"), 4.0e-6)
-    assert at(read_settings(ROOT / "recipes/eval/s1.yaml"), "methods[label=wait_hmm].wait") == "Hmm"
+def test_the_table_check_catches_a_drift(monkeypatch):
+    import tests.test_parity as this
+
+    real = this.read_settings
+
+    def drifted(path: Path) -> dict[str, Any]:
+        data = real(path)
+        if Path(path).name == "l1_max.yaml":
+            data["trainer"]["learning_rate"] = 1.0e-6  # what the recipe said before it followed L1's code
+        return data
+
+    monkeypatch.setattr(this, "read_settings", drifted)
+    with pytest.raises(AssertionError, match="l1_max.yaml, 'learning rate'"):
+        test_parity_tables_match_the_recipes()
 
 
 def test_named_recipes_load():
@@ -138,7 +150,7 @@ def test_named_recipes_load():
     from rl import load_recipe as load_rl_recipe
     from sft import load_recipe as load_sft_recipe
 
-    for name in ("s1", "s1.1", "s1_token_conditional", "s1_rejection", "l1"):
+    for name in ("s1", "s1.1", "s1_token_conditional", "s1_rejection", "s1_no_string", "l1"):
         load_eval_recipe(ROOT / f"recipes/eval/{name}.yaml")
     for name in ("l1_exact", "l1_max", "l1_exact_offline", "l1_max_offline"):
         load_rl_recipe(ROOT / f"recipes/rl/{name}.yaml")
@@ -168,7 +180,10 @@ def s1_query(question: str, env: dict[str, str]) -> str:
             "correct answer."
         )
     elif "PROMPTSHORT" in env:
-        template = "{Question}\n\nAnswer after a short amount of thinking. Do not spend excessive time double-checking your work."
+        template = (
+            "{Question}\n\nAnswer after a short amount of thinking. Do not spend excessive time double-checking "
+            "your work."
+        )
     else:
         template = "{Question}"
     return template.format(Question=question)
@@ -200,7 +215,8 @@ def test_s1_prompts_are_s1s_strings():
 
 
 def test_l1_prompts_are_l1s_strings():
-    from rl.prompts import PromptSettings, user_message as rl_message
+    from rl.prompts import PromptSettings
+    from rl.prompts import user_message as rl_message
 
     instruction = "Let's think step by step and output the final answer within \\boxed{}."
     choice = "Let's think step by step and output the final answer (eg, A, B, C, D) within \\boxed{}."
@@ -208,7 +224,10 @@ def test_l1_prompts_are_l1s_strings():
     for question in QUESTIONS:
         for n in (512, 3600):
             # scripts/data/deepscaler_dataset.py:68-84 (cmu-l3/l1@294b0b1): f"{question} {instruction}"
-            exact, maximum = f"{question} {instruction} Think for {n} tokens.", f"{question} {instruction} Think for maximum {n} tokens."
+            exact, maximum = (
+                f"{question} {instruction} Think for {n} tokens.",
+                f"{question} {instruction} Think for maximum {n} tokens.",
+            )
             settings = PromptSettings()
             assert rl_message(question, n, "exact", settings.instruction, settings.separator) == exact
             assert rl_message(question, n, "max", settings.instruction, settings.separator) == maximum
@@ -223,7 +242,12 @@ def test_l1_prompts_are_l1s_strings():
         from rl import load_recipe
 
         prompts = load_recipe(ROOT / f"recipes/rl/{name}.yaml").prompts
-        assert (prompts.instruction, prompts.separator, prompts.min_budget, prompts.max_budget) == (instruction, " ", 100, 4000)
+        assert (prompts.instruction, prompts.separator, prompts.min_budget, prompts.max_budget) == (
+            instruction,
+            " ",
+            100,
+            4000,
+        )
 
 
 # -- class-conditional Control as s1 scores it ---------------------------------------------------
@@ -309,3 +333,36 @@ def test_every_named_eval_recipe_runs_on_a_tiny_model(tmp_path):
         if name == "s1":
             classes = summary["benchmarks"]["aime24"]["class_conditional"]
             assert classes["control_points"] == 2 and classes["control"] in (0.0, 0.5, 1.0)
+
+
+# -- s1's "2x without string" ----------------------------------------------------------------------
+
+
+def test_an_empty_wait_string_refuses_the_end_and_inserts_nothing(s1_model_dir):
+    from decode import Budget, Sampling, generate, get_format
+
+    fmt = get_format("s1")
+    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    plain = generate(str(s1_model_dir), None, prompts, format=fmt, budget=Budget(num_ignore=0), max_new_tokens=64,
+                     sampling=Sampling(temperature=0))  # fmt: skip
+    refused = generate(str(s1_model_dir), None, prompts, format=fmt.with_wait(""), budget=Budget(num_ignore=2),
+                       max_new_tokens=64, sampling=Sampling(temperature=0))  # fmt: skip
+    for a, b in zip(plain, refused, strict=True):
+        assert a.thinking_tokens < 30  # the tiny model ends its thinking early on its own
+        assert b.waits == 2 and b.thinking_tokens > a.thinking_tokens
+        # Up to its first end the refused run is the plain run; then the model's next-best token follows,
+        # with no token put in the end's place.
+        assert b.completion_ids[: a.thinking_tokens] == a.completion_ids[: a.thinking_tokens]
+        assert b.completion_ids[a.thinking_tokens] != a.completion_ids[a.thinking_tokens]
+        wait = get_format("s1").tokens(__import__("transformers").AutoTokenizer.from_pretrained(s1_model_dir)).wait
+        assert wait[0] not in b.completion_ids[: b.thinking_tokens]
+
+
+def test_an_empty_wait_string_is_refused_where_the_engine_cannot_propose_again():
+    from evals.recipe import RecipeError
+
+    data = read_settings(ROOT / "recipes/eval/s1_no_string.yaml")
+    with pytest.raises(RecipeError, match="empty wait string"):
+        from evals.recipe import recipe_from_dict
+
+        recipe_from_dict({**data, "backend": "vllm"}, "s1_no_string.yaml")
