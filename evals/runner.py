@@ -28,6 +28,7 @@ from decode.dtype import resolve_dtype
 
 from .benchmarks import BenchmarkSpec, Problem, load_problems
 from .grading import Answer, Grader
+from .judge import Judge, JudgeSettings
 from .methods import MethodSpec, Point, record_settings, with_answer_room
 from .recipe import EvalRecipe
 from .report import vote_equivalence, vote_pairs, write_report
@@ -104,6 +105,8 @@ def plan(recipe: EvalRecipe, problems: list[Problem]) -> list[Job]:
                     "sampling": asdict(sampling),
                     "grading": limits,
                 }
+                if recipe.judge:  # only when set, so runs made before the setting existed still resume
+                    settings["judge"] = JudgeSettings(**recipe.judge).record()
                 jobs.append(
                     Job(
                         key=f"{problem.benchmark}/{problem.id}/{method.label}/{point.label}/{sample}",
@@ -282,14 +285,20 @@ def _run_pending(
     cap = None  # only budgets with no maximum take the cap, so only they need the window to hold one
     if any(job.budget.max_thinking_tokens is None for job in pending):
         cap = recipe.thinking_cap(len(tokenizer.encode(fmt.force, add_special_tokens=False)))
+    judge = Judge(JudgeSettings(**recipe.judge)) if recipe.judge else None
     bar = tqdm(total=total, initial=total - len(pending), desc="eval", unit="run", disable=not progress)
     with samples_path.open("a", encoding="utf-8") as out:
         for group in batches(pending, recipe.batch_size * 4):
             records = _generate(recipe, model, tokenizer, fmt.with_wait(group[0].method.wait), group, cap)
             answers = [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD")
                        for j, r in zip(group, records, strict=True)]  # fmt: skip
-            for record, verdict in zip(records, grader.grade(answers), strict=True):
+            judged = judge_records(judge, group, records)
+            for record, verdict, judged_one in zip(records, grader.grade(answers), judged, strict=True):
                 record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
+                record["judge"] = judged_one
+                if judged_one is not None:  # s1's grading decides; math-verify's verdict is kept beside it
+                    record.update(math_verify_correct=verdict.correct, extracted=judged_one["extracted"],
+                                  correct=judged_one["correct"], reason=judged_one["reason"])  # fmt: skip
                 if not record["fits"]:  # no draw fitted the budget: the question counts as failed
                     record.update(correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts")
                 elif record["unanswered"] and not record["correct"]:
@@ -302,6 +311,20 @@ def _run_pending(
             os.fsync(out.fileno())
             bar.update(len(group))
     bar.close()
+
+
+def judge_records(judge: Judge | None, group: list[Job], records: list[dict[str, Any]]) -> list[dict | None]:
+    """s1's judge on each record's answer (None per record when the recipe has no judge)."""
+    if judge is None:
+        return [None] * len(records)
+    items = [(j.problem.kind, j.problem.gold, r["answer"], j.problem.question)
+             for j, r in zip(group, records, strict=True)]  # fmt: skip
+    out = []
+    for v in judge.verdicts(items):
+        reason = f"s1's judge replied {v.reply!r}" if v.asked else "s1's rule, without the judge"
+        out.append({**judge.settings.record(), "asked": v.asked, "reply": v.reply, "extracted": v.extracted,
+                    "correct": v.correct, "reason": reason})  # fmt: skip
+    return out
 
 
 def _generate(
