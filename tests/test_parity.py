@@ -25,7 +25,7 @@ from evals.methods import CLASSES, UNPROMPTED
 from evals.recipe import read_settings
 from evals.report import _class_control
 from evals.runner import user_message
-from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, SHARED, THINK_END, tokenizer_dir
+from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, IM_START, SHARED, THINK_END, tokenizer_dir
 from tests.tiny_model import QWEN_EOS, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,8 +315,12 @@ def test_every_named_eval_recipe_runs_on_a_tiny_model(tmp_path):
     think_model = save_tiny_model(tmp_path / "think", tokenizer_dir("r1-distill-qwen"),
                                   {151649: 3.3, QWEN_EOS: 3.5}, seed=1, init_std=GREEDY_INIT_STD)  # fmt: skip
     assert THINK_END != 151649  # the R1-distill vocabulary puts </think> at 151649
-    for name, model, factor in (("s1", s1_model, 250), ("s1.1", s1_model, 250), ("s1_token_conditional", s1_model, 256),
-                                ("s1_rejection", s1_model, 250), ("l1", think_model, 128)):  # fmt: skip
+    # Rejection sampling draws at temperature 1: this model ends its thinking often enough when sampled.
+    sampled = save_tiny_model(tmp_path / "s1-sampled", tokenizer_dir("qwen2.5"), {IM_START: 10.5, QWEN_EOS: 9.0},
+                              seed=1)  # fmt: skip
+    runs = (("s1", s1_model, 250), ("s1.1", s1_model, 250), ("s1_token_conditional", s1_model, 256),
+            ("s1_no_string", s1_model, 250), ("s1_rejection", sampled, 250), ("l1", think_model, 128))  # fmt: skip
+    for name, model, factor in runs:
         recipe = tiny_eval(name, model, tmp_path, factor)
         folder = run(recipe, progress=False)
         summary = json.loads((folder / "summary.json").read_text())
@@ -366,3 +370,50 @@ def test_an_empty_wait_string_is_refused_where_the_engine_cannot_propose_again()
         from evals.recipe import recipe_from_dict
 
         recipe_from_dict({**data, "backend": "vllm"}, "s1_no_string.yaml")
+
+
+@pytest.mark.slow
+def test_l1_recipes_prompts_and_rewards_run_on_a_tiny_model(tmp_path):
+    """Each L1 recipe's prompts and reward, as the recipe sets them, on completions of a tiny R1-style model.
+    Budgets and lengths are divided by 100; the hub dataset is not reachable here, so every recipe reads
+    its offline stand-in's questions (four of them)."""
+    import dataclasses
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals import Grader
+    from rl import load_recipe
+    from rl.prompts import build_dataset, load_questions
+    from rl.rewards import LCPOReward
+
+    folder = save_tiny_model(tmp_path / "think", tokenizer_dir("r1-distill-qwen"), {151649: 3.3, 151643: 3.5}, seed=1,
+                             init_std=GREEDY_INIT_STD)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with Grader(workers=1).start() as grader:
+        for name in ("l1_exact", "l1_max", "l1_exact_offline", "l1_max_offline"):
+            recipe = load_recipe(ROOT / f"recipes/rl/{name}.yaml")
+            offline = load_recipe(ROOT / f"recipes/rl/{name.removesuffix('_offline')}_offline.yaml")
+            specs = [dataclasses.replace(spec, limit=2) for spec in offline.data]
+            prompts = dataclasses.replace(recipe.prompts, min_budget=1, max_budget=40)
+            dataset = build_dataset(load_questions(specs), tokenizer, prompts)
+            length = recipe.trainer["max_completion_length"] // 100
+            ids = []
+            for text in dataset["prompt"]:
+                inputs = tokenizer(text, return_tensors="pt")
+                torch.manual_seed(0)
+                sampling = {"temperature": recipe.trainer["temperature"], "top_p": recipe.trainer["top_p"]}
+                out = model.generate(**inputs, max_new_tokens=length, do_sample=True, **sampling)
+                ids.append(out[0, inputs["input_ids"].shape[1] :].tolist())
+            reward = LCPOReward(tokenizer, grader, recipe.reward, prompts.format, [151643])
+            scores = reward(dataset["prompt"], None, ids, budget=dataset["budget"], mode=dataset["mode"],
+                            answer=dataset["answer"], kind=dataset["kind"], letters=dataset["letters"])  # fmt: skip
+            scored = reward.score(ids, dataset["budget"], dataset["mode"], dataset["answer"])
+            for s, n, mode in zip(scored, dataset["budget"], dataset["mode"], strict=True):
+                assert s.reward == pytest.approx(recipe.reward.reward(s.correct, s.length, n, mode))
+            assert len(scores) == len(ids) == 4 and all(math.isfinite(x) for x in scores)
+            assert set(dataset["mode"]) == ({"exact", "max"} if "max" in name else {"exact"})
+            for message, n, mode in zip(dataset["message"], dataset["budget"], dataset["mode"], strict=True):
+                sentence = f"Think for maximum {n} tokens." if mode == "max" else f"Think for {n} tokens."
+                assert message.endswith(f" {prompts.instruction} {sentence}")
