@@ -272,8 +272,9 @@ def shrink(value: int, factor: int) -> int:
 
 
 def tiny_eval(name: str, model: Path, tmp_path: Path, factor: int) -> Any:
-    """The recipe with the tiny model, local copies of its benchmarks (one question each), and its budgets
-    and lengths divided by `factor`; every method, prompt and setting else as the recipe says."""
+    """The recipe with the tiny model, local copies of its benchmarks (one question each; with several samples,
+    one benchmark per kind of prompt), and its budgets and lengths divided by `factor`; every method, prompt
+    and setting else as the recipe says."""
     from evals.recipe import recipe_from_dict
 
     data = read_settings(ROOT / f"recipes/eval/{name}.yaml")
@@ -293,6 +294,11 @@ def tiny_eval(name: str, model: Path, tmp_path: Path, factor: int) -> Any:
         else:
             bench = {**bench, "path": str(ROOT / bench["path"])} if not Path(bench["path"]).is_absolute() else bench
         benchmarks.append({**bench, "limit": 1})
+    if data.get("samples", 1) > 1:  # L1's 16 samples: one benchmark per kind of prompt (math, multiple choice)
+        kinds = {}
+        for bench in benchmarks:
+            kinds.setdefault(bench.get("kind", "math"), bench)
+        benchmarks = list(kinds.values())
     data["benchmarks"] = benchmarks
     for method in data["methods"]:
         for key in ("budgets",):
@@ -319,7 +325,7 @@ def test_every_named_eval_recipe_runs_on_a_tiny_model(tmp_path):
     sampled = save_tiny_model(tmp_path / "s1-sampled", tokenizer_dir("qwen2.5"), {IM_START: 10.5, QWEN_EOS: 9.0},
                               seed=1)  # fmt: skip
     runs = (("s1", s1_model, 250), ("s1.1", s1_model, 250), ("s1_token_conditional", s1_model, 256),
-            ("s1_no_string", s1_model, 250), ("s1_rejection", sampled, 250), ("l1", think_model, 128))  # fmt: skip
+            ("s1_no_string", s1_model, 250), ("s1_rejection", sampled, 250), ("l1", think_model, 256))  # fmt: skip
     for name, model, factor in runs:
         recipe = tiny_eval(name, model, tmp_path, factor)
         folder = run(recipe, progress=False)
