@@ -24,7 +24,7 @@ DIGESTS = {
     "CHOICE_LETTER": "77e32e64c079e649b99645270d814ce5016ceb00014e470ae587a4db4bb8a61c",
     "CHOICE_QUESTION": "a6e6a06172bb4620934eeb311a269e8129747b766a6630567082c3c785117e4e",
 }
-SAME = {("\\text{Evelyn}", "Evelyn"), ("72,000", "72000 \\text{ cents}"), ("\\frac{14}{3}", "14/3")}
+SAME = {("\\text{Evelyn}", "Evelyn"), ("\\text{Navin}", "it is navin"), ("\\frac{14}{3}", "14/3")}
 
 
 class FakeJudge(BaseHTTPRequestHandler):
@@ -127,14 +127,16 @@ def test_an_eval_run_with_the_judge_records_it_in_every_sample(endpoint, s1_mode
 
 
 def test_the_judge_catches_a_verdict_math_verify_gets_wrong(endpoint):
-    """math-verify cannot read "Evelyn" as `\\text{Evelyn}`: it marks a right answer wrong; the judge does not."""
+    """math-verify cannot read "it is navin" as `\\text{Navin}` and marks a right answer wrong; s1's judge
+    (one of the examples in its own prompt) accepts it."""
     from evals import Answer, Grader
 
+    text = "So the one who wins is Navin.\nAnswer: it is navin"
     with Grader(workers=1).start() as grader:
-        (plain,) = grader.grade([Answer("math", "\\text{Evelyn}", "The winner is Evelyn.\nAnswer: Evelyn")])
+        (plain,) = grader.grade([Answer("math", "\\text{Navin}", text)])
     judge = Judge(JudgeSettings(base_url=endpoint, api_key_env=""))
-    judged = judge.verdict("math", "\\text{Evelyn}", "The winner is Evelyn.\nAnswer: Evelyn")
-    assert plain.correct is False and judged.correct is True
+    judged = judge.verdict("math", "\\text{Navin}", text)
+    assert plain.correct is False and judged.correct is True and judged.asked
 
 
 def test_bad_judge_settings_are_refused():
