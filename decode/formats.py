@@ -28,7 +28,8 @@ class ThinkingFormat:
         close: emitted after the model stops with end-of-sequence inside its thinking, so that an
             answer still follows; must contain one of `end`.
         force: emitted when thinking reaches its maximum; must contain one of `end`.
-        wait: emitted in place of an end of thinking that the budget does not yet allow.
+        wait: emitted in place of an end of thinking that the budget does not yet allow; "" emits
+            nothing (the end is refused and the model proposes again; s1's "without string").
     """
 
     name: str
@@ -41,9 +42,11 @@ class ThinkingFormat:
     def __post_init__(self) -> None:
         if isinstance(self.end, str):
             object.__setattr__(self, "end", (self.end,))
-        for attr in ("open", "close", "force", "wait"):
+        for attr in ("open", "close", "force"):
             if not isinstance(getattr(self, attr), str) or not getattr(self, attr):
                 raise FormatError(f"format {self.name!r}: {attr!r} must be a non-empty string")
+        if not isinstance(self.wait, str):
+            raise FormatError(f"format {self.name!r}: 'wait' must be a string (\"\" for none)")
         if not self.end or not all(isinstance(e, str) and e for e in self.end):
             raise FormatError(f"format {self.name!r}: 'end' must list at least one non-empty string")
 
@@ -159,7 +162,7 @@ class FormatTokens:
         wait = encode(fmt.wait)
         if any(t in end or t in eos for t in wait):
             raise FormatError(f"{where}: wait string {fmt.wait!r} must not contain an end of thinking or sequence")
-        if not wait:
+        if fmt.wait and not wait:
             raise FormatError(f"{where}: wait string {fmt.wait!r} encodes to no tokens")
         special = set(getattr(tokenizer, "all_special_ids", None) or ()) | set(_added_special_ids(tokenizer))
         if any(t in special for t in wait):

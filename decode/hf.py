@@ -175,6 +175,18 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             proposals = {row: best[row] for row in asking}
         else:
             proposals = self._sample(asking, input_ids, scores)
+        again = [row for row in asking if self.states[row].suppresses_end(proposals[row])]
+        if again:  # an empty wait string: the end is refused and the model proposes again without it
+            for row in again:
+                self.states[row].suppress_end()
+            ends = torch.tensor(sorted(self.states[again[0]].tokens.stops_thinking), device=scores.device)
+            rows = torch.tensor(again, device=scores.device)
+            scores[rows.unsqueeze(1), ends.unsqueeze(0)] = float("-inf")
+            if self.sampling.greedy:
+                best = first_argmax(scores).tolist()
+                proposals.update({row: best[row] for row in again})
+            else:
+                proposals.update(self._sample(again, input_ids, scores))
         chosen = [self.states[row].advance(proposals.get(row)) for row in live]
         self._chosen = list(zip(live, chosen, strict=True))
         # Leave only the chosen token possible. Under greedy decoding a row whose choice is already

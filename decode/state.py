@@ -8,7 +8,9 @@ The rules, with n thinking tokens so far:
 1. If n equals the maximum, the format's `force` string is emitted; thinking never exceeds it.
 2. Otherwise, if the proposed token ends thinking (end token or end-of-sequence) while n is below
    the minimum or ignores remain, the wait string is emitted in its place (one ignore used). A wait
-   string that would cross the maximum is cut at it, and rule 1 applies.
+   string that would cross the maximum is cut at it, and rule 1 applies. With an empty wait string
+   (s1's Table 4, "2x without string") nothing is emitted in its place: the adapter calls
+   `suppress_end` and proposes again from the model with the end tokens excluded.
 3. Otherwise the proposal is emitted. An allowed end token starts the answer; an allowed
    end-of-sequence is replaced by the format's `close` string, so an answer still follows. The
    answer ends at end-of-sequence or after `max_answer_tokens` model tokens.
@@ -83,6 +85,16 @@ class BudgetState:
         """Whether an end of thinking proposed now would be replaced by the wait string (rule 2)."""
         return self.thinking_phase and (self.thinking < self.budget.min_thinking_tokens or self.ignores_left > 0)
 
+    def suppresses_end(self, proposal: int) -> bool:
+        """Whether `proposal` is an end of thinking that rule 2 refuses with nothing in its place (an empty
+        wait string): the adapter then calls `suppress_end` and proposes again without the end tokens."""
+        return not self.tokens.wait and int(proposal) in self.tokens.stops_thinking and self.replaces_end()
+
+    def suppress_end(self) -> None:
+        """Rule 2 with an empty wait string: one ignore is used, and no token is emitted for it."""
+        self.ignores_left = max(0, self.ignores_left - 1)
+        self.waits += 1
+
     def needs_proposal(self) -> bool:
         """Whether the next token depends on the model (False: it is forced, or the sequence is done)."""
         return not self.done and not self._queue
@@ -121,6 +133,9 @@ class BudgetState:
         if not self.thinking_phase:
             return frozenset(), -1
         if self.replaces_end():
+            if not tokens.wait:
+                raise ValueError("an empty wait string needs an engine that proposes again without the end tokens "
+                                 "(the transformers backend); this engine replaces them by a token")  # fmt: skip
             return tokens.stops_thinking, tokens.wait[0]
         return tokens.eos - tokens.end, tokens.close[0][0]
 
@@ -186,6 +201,9 @@ class BudgetState:
         if proposal not in self.tokens.stops_thinking:
             return proposal, Role.THOUGHT
         if self.replaces_end():  # rule 2
+            if not self.tokens.wait:
+                raise ValueError("an end of thinking proposed under rule 2 with an empty wait string: the adapter "
+                                 "must call suppress_end() and propose again without the end tokens")  # fmt: skip
             self.ignores_left = max(0, self.ignores_left - 1)
             self.waits += 1
             self._queue.extend((t, Role.WAIT) for t in self.tokens.wait[1:])

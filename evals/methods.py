@@ -9,7 +9,8 @@ sampling settings. All methods of a recipe run at the same budgets, so they can 
 - token_conditional (s1): "Think for up to N tokens." appended; forced too with `forcing: true`.
 - length_prompt (L1): "Think for N tokens." (`mode: exact`) or "Think for maximum N tokens."
   (`mode: max`) appended, as L1 trains; forced too with `forcing: true`.
-- class_conditional (s1): an instruction to think briefly, or thoroughly.
+- class_conditional (s1): s1's instruction to think for a short, or a long, time; an unprompted point
+  is run too, since s1 scores each class against the run without one.
 - rejection_sampling (s1): sample until the thinking fits in N tokens, at most `max_attempts` times.
 - majority_vote (parallel scaling): k samples, the most common answer.
 
@@ -34,10 +35,19 @@ METHODS = (
     "rejection_sampling",
     "majority_vote",
 )
+# s1's class-conditional prompts, word for word (simplescaling/s1@77272c6,
+# eval/lm-evaluation-harness/lm_eval/tasks/aime/utils.py, PROMPTSHORT and PROMPTLONG).
 CLASSES = {
-    "briefly": "Think briefly: use as little thinking as the question needs before answering.",
-    "thoroughly": "Think thoroughly: reason at length and check your work before answering.",
+    "short": "Answer after a short amount of thinking. Do not spend excessive time double-checking your work.",
+    "long": (
+        "Answer after a long amount of thinking. If you feel like you are finished early, spend the extra time "
+        "trying to double-check your work until you are absolutely sure that you have the correct answer."
+    ),
 }
+# The point class-conditional control is scored against (s1's Table 3: each class's mean thinking
+# against the run without a class prompt), and which way each class should move from it.
+UNPROMPTED = "unprompted"
+CLASS_DIRECTIONS = {"short": -1, "long": 1}
 
 
 class MethodError(ValueError):
@@ -58,11 +68,15 @@ class MethodSpec:
         wait: the string that replaces a suppressed end of thinking ("Wait", "Hmm", "Alternatively").
         forcing: token_conditional / length_prompt: also force the budget with the decoder.
         mode: length_prompt: "exact" or "max".
-        classes: class_conditional: label -> instruction (default: briefly / thoroughly).
+        classes: class_conditional: label -> instruction (default: s1's "short" and "long" prompts). A
+            class named "short" or "long" is in Control: its mean thinking must fall below, or rise
+            above, that of the "unprompted" point, which the method always runs.
         max_attempts: rejection_sampling: samples drawn before giving up on a question.
         votes: majority_vote: numbers of samples k to vote over.
         temperature, top_p: sampling of rejection_sampling and majority_vote (their definition
             needs sampling); other methods use the recipe's sampling.
+        max_tokens_factor: caps each completion of a point at this many times its budget N (L1's
+            evaluation scripts: 2, the cap of "Think for N tokens."); 0: the recipe's `max_tokens`.
     """
 
     method: str
@@ -78,6 +92,7 @@ class MethodSpec:
     votes: tuple[int, ...] = (1, 2, 4, 8)
     temperature: float = 1.0
     top_p: float = 1.0
+    max_tokens_factor: float = 0
 
     def __post_init__(self) -> None:
         name = self.label or self.method
@@ -100,6 +115,10 @@ class MethodSpec:
             raise MethodError(f"method {name!r}: budget_forcing needs budgets, num_ignore, or both")
         if self.mode not in ("exact", "max"):
             raise MethodError(f"method {name!r}: mode must be 'exact' or 'max', got {self.mode!r}")
+        if isinstance(self.max_tokens_factor, bool) or not self.max_tokens_factor >= 0:
+            raise MethodError(f"method {name!r}: max_tokens_factor must be a number >= 0 (0: no cap of its own)")
+        if self.max_tokens_factor and not self.budgets:
+            raise MethodError(f"method {name!r}: max_tokens_factor caps completions at a multiple of N: give budgets")
         if self.max_attempts < 1 or not self.votes or min(self.votes) < 1:
             raise MethodError(f"method {name!r}: max_attempts and every vote count must be >= 1")
         if not self.label:
@@ -107,6 +126,8 @@ class MethodSpec:
             object.__setattr__(self, "label", label + ("+budget_forcing" if self.forcing else ""))
         if self.method == "class_conditional" and not self.classes:
             object.__setattr__(self, "classes", dict(CLASSES))
+        if UNPROMPTED in self.classes:
+            raise MethodError(f"method {name!r}: {UNPROMPTED!r} names the point without a class prompt; rename it")
 
     @classmethod
     def from_dict(cls, entry: Any) -> MethodSpec:
@@ -134,7 +155,8 @@ class MethodSpec:
             ignores = list(self.num_ignore) or [0]
             return [Point(_label(n, k, len(ignores) > 1), n, k, self.min_thinking) for n in caps for k in ignores]
         if m == "class_conditional":
-            return [Point(name, None, instruction=text) for name, text in self.classes.items()]
+            classes = [Point(name, None, instruction=text) for name, text in self.classes.items()]
+            return [Point(UNPROMPTED, None), *classes]
         if m == "majority_vote":
             caps = list(self.budgets) or [None]
             return [
@@ -166,6 +188,12 @@ class MethodSpec:
             return point.instruction
         return ""
 
+    def max_tokens(self, point: Point, window: int) -> int:
+        """The generation window of a point: the recipe's, or `max_tokens_factor` x N when that is smaller."""
+        if self.max_tokens_factor and point.budget is not None:
+            return min(window, max(1, int(self.max_tokens_factor * point.budget)))
+        return window
+
     def budget(self, point: Point, max_answer_tokens: int | None) -> Budget:
         """What the decoder enforces at this point."""
         m, n = self.method, point.budget
@@ -195,6 +223,8 @@ def record_settings(method: MethodSpec, point: Point) -> dict[str, Any]:
                                 "num_ignore": point.num_ignore, "instruction": point.instruction}  # fmt: skip
     if method.method == "rejection_sampling":
         settings["max_attempts"] = method.max_attempts
+    if method.max_tokens_factor:  # only when set, so runs made before the setting existed still resume
+        settings["max_tokens_factor"] = method.max_tokens_factor
     return settings
 
 

@@ -6,6 +6,9 @@
   runs (what s1 plots). a_max is the budget asked, a_min the minimum (0 unless one was set). So a
   method with five points of which two land within their budgets has Control 40% (s1's Table 3:
   token-conditional 40%, step-conditional 60%, class-conditional 50%).
+- Class-conditional Control (s1's Table 3): a class prompt is in control when its mean thinking moves
+  the way it asks from the unprompted run's: "short" below it, "long" above it (s1: 8033 > 6109 and
+  9651 > 6109 gives 50%, since its short prompt thought longer than no prompt).
 - within_budget (ours): the share of runs whose thinking stayed within a_min..a_max, a run rejection
   sampling could not fit counting as outside; per method, the mean over points. Not s1's Control.
 - Scaling (s1 §3.2): the average slope of accuracy against thinking over all pairs of a method's
@@ -70,6 +73,12 @@ def control(points: Sequence[tuple[float, int | None, int]]) -> float | None:
     inside = [in_control(a, a_max, a_min) for a, a_max, a_min in points]
     counted = [ok for ok in inside if ok is not None]
     return sum(counted) / len(counted) if counted else None
+
+
+def class_in_control(thinking: float, unprompted: float, direction: int) -> bool:
+    """Whether a class prompt moved the mean thinking the way it asks: below the unprompted run's for
+    direction -1 ("short"), above it for +1 ("long")."""
+    return thinking < unprompted if direction < 0 else thinking > unprompted
 
 
 def within_budget(

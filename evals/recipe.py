@@ -71,6 +71,9 @@ class EvalRecipe:
         seed: seeds sampling.
         instruction: text appended to the question, per problem kind ("math", "choice").
         grading: `Grader` settings: workers, timeout_s, memory_mb.
+        judge: None (default: math-verify grades), or `evals.judge.JudgeSettings` (base_url, model, ...):
+            grade as s1 did, its extraction then an LLM judge over an OpenAI-compatible endpoint; every
+            sample then records the judge and its reply beside math-verify's verdict.
         output_dir: where samples, summary, table and plots go.
     """
 
@@ -95,6 +98,7 @@ class EvalRecipe:
     seed: int = 0
     instruction: dict[str, str] = field(default_factory=lambda: dict(INSTRUCTIONS))
     grading: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] | None = None
     source: str = ""
 
     def fingerprint(self) -> str:
@@ -197,6 +201,13 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
         values["methods"] = [MethodSpec.from_dict(m) for m in data["methods"]]
     except (MethodError, TypeError) as err:
         raise RecipeError(f"{source}: methods: {err}") from None
+    no_string = [m.label for m in values["methods"] if not m.wait]
+    if no_string and (data.get("backend", "hf"), data.get("forcing", "processor")) != ("hf", "processor"):
+        raise RecipeError(
+            f"{source}: methods {no_string}: an empty wait string (s1's \"without string\") needs backend 'hf' with "
+            "forcing 'processor': the model must propose again without the end of thinking, which the other "
+            "engines here cannot do"
+        )
     labels = [m.label for m in values["methods"]]
     if len(set(labels)) != len(labels):
         raise RecipeError(f"{source}: methods: two methods share a label {labels}; give them distinct 'label's")
@@ -232,6 +243,13 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> EvalReci
         raise RecipeError(f"{source}: engine_args apply to the 'vllm' and 'openai' backends, not 'hf'")
     if backend == "openai" and not values.get("tokenizer"):
         raise RecipeError(f"{source}: backend 'openai' needs 'tokenizer' (a local folder): prompts go as token ids")
+    if values.get("judge") is not None:
+        from .judge import JudgeError, JudgeSettings
+
+        try:
+            JudgeSettings(**values["judge"])
+        except (JudgeError, TypeError) as err:
+            raise RecipeError(f"{source}: judge: {err}") from None
     recipe = EvalRecipe(**values)
     recipe.source = source
     return recipe

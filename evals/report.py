@@ -16,12 +16,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .methods import CLASS_DIRECTIONS, UNPROMPTED
 from .metrics import (
     CONTROL,
     LENGTH_DEVIATION,
     SCALING_UNIT,
     WITHIN_BUDGET,
     Equivalent,
+    class_in_control,
     control,
     majority,
     performance,
@@ -62,6 +64,10 @@ def summarize(recipe: Any, records: list[dict[str, Any]], equivalent: Equivalent
                     {"point": point.label, "budget": budget, "min_thinking": minimum,
                      **point_metrics(runs, budget, minimum)}
                 )  # fmt: skip
+            control_value = control([(p["thinking_tokens"]["mean"], p["budget"], p["min_thinking"]) for p in points])
+            control_points = sum(p["budget"] is not None for p in points)
+            if method.method == "class_conditional":
+                control_value, control_points = _class_control(points)
             curve = [(p["thinking_tokens"]["mean"], p["accuracy"]) for p in points]
             shares = [p["within_budget"] for p in points if p["within_budget"] is not None]
             methods[method.label] = {
@@ -69,8 +75,8 @@ def summarize(recipe: Any, records: list[dict[str, Any]], equivalent: Equivalent
                 "points": points,
                 "scaling": scaling(curve),
                 "performance": performance([p["accuracy"] for p in points]),
-                "control": control([(p["thinking_tokens"]["mean"], p["budget"], p["min_thinking"]) for p in points]),
-                "control_points": sum(p["budget"] is not None for p in points),
+                "control": control_value,
+                "control_points": control_points,
                 "within_budget": sum(shares) / len(shares) if shares else None,
             }
         benchmarks[spec.name] = methods
@@ -86,6 +92,20 @@ def summarize(recipe: Any, records: list[dict[str, Any]], equivalent: Equivalent
         "point_thinking": "a point's thinking a is the mean thinking tokens over its runs",
         "benchmarks": benchmarks,
     }
+
+
+def _class_control(points: list[dict[str, Any]]) -> tuple[float | None, int]:
+    """s1's class-conditional Control: each "short" / "long" point against the unprompted point (its
+    `in_control` is set here); None when the unprompted point or every class point is missing."""
+    reference = next((p for p in points if p["point"] == UNPROMPTED), None)
+    flags = []
+    for p in points:
+        direction = CLASS_DIRECTIONS.get(p["point"])
+        if reference is not None and direction is not None:
+            p["in_control"] = class_in_control(p["thinking_tokens"]["mean"], reference["thinking_tokens"]["mean"],
+                                               direction)  # fmt: skip
+            flags.append(p["in_control"])
+    return (sum(flags) / len(flags) if flags else None), len(flags)
 
 
 def _votes(runs: list[dict[str, Any]], k: int, equivalent: Equivalent | None) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ from decode.preflight import (
 from .benchmarks import BenchmarkSpec, Problem, load_problems
 from .grading import Answer, Grader
 from .inputs import check_argument
+from .judge import Judge, JudgeSettings
 from .methods import MethodSpec, Point, record_settings, with_answer_room
 from .recipe import EvalRecipe
 from .report import vote_equivalence, vote_pairs, write_report
@@ -70,14 +71,17 @@ class Job:
     budget: Budget
     sampling: Sampling
     settings: dict[str, Any]
+    max_tokens: int = 0  # the generation window of this job
 
 
 def user_message(recipe: EvalRecipe, problem: Problem, suffix: str) -> str:
-    """The question, the recipe's instruction for its kind, then the method's sentence (L1's layout)."""
+    """The question, the recipe's instruction for its kind, then the method's sentence (L1's layout).
+    The instruction follows a blank line, or, when it starts with white space itself, that white space
+    (L1's math prompts: "{question} Let's think step by step ...")."""
     text = problem.question
     instruction = recipe.instruction.get(problem.kind, "")
     if instruction:
-        text += "\n\n" + instruction
+        text += instruction if instruction[0].isspace() else "\n\n" + instruction
     if suffix:
         text += (" " if instruction else "\n\n") + suffix
     return text
@@ -120,6 +124,8 @@ def plan(recipe: EvalRecipe, problems: list[Problem], model: str | None = None) 
                 }
                 if model is not None:
                     settings["model"] = model
+                if recipe.judge:  # only when set, so runs made before the setting existed still resume
+                    settings["judge"] = JudgeSettings(**recipe.judge).record()
                 jobs.append(
                     Job(
                         key=f"{problem.benchmark}/{problem.id}/{method.label}/{point.label}/{sample}",
@@ -131,6 +137,7 @@ def plan(recipe: EvalRecipe, problems: list[Problem], model: str | None = None) 
                         budget=budget,
                         sampling=sampling,
                         settings=json.loads(json.dumps(settings)),  # as it reads back from samples.jsonl
+                        max_tokens=method.max_tokens(point, recipe.max_tokens),
                     )
                 )
     return jobs
@@ -256,11 +263,11 @@ def engine_args(recipe: EvalRecipe) -> dict[str, Any] | None:
 
 
 def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
-    """Jobs grouped by what one decoder call shares (wait string, sampling, redraws), in chunks."""
-    groups: dict[tuple[str, Sampling, bool], list[Job]] = {}
+    """Jobs grouped by what one decoder call shares (wait string, sampling, redraws, window), in chunks."""
+    groups: dict[tuple[str, Sampling, bool, int], list[Job]] = {}
     for job in jobs:
         redraws = job.method.method == "rejection_sampling"
-        groups.setdefault((job.method.wait, job.sampling, redraws), []).append(job)
+        groups.setdefault((job.method.wait, job.sampling, redraws, job.max_tokens), []).append(job)
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
@@ -364,14 +371,20 @@ def _run_pending(
     """Generate, grade and append the jobs not done yet, a chunk at a time (each chunk saved whole);
     `cap` is the thinking maximum given to budgets that set none."""
     fmt = get_format(recipe.format)
+    judge = Judge(JudgeSettings(**recipe.judge)) if recipe.judge else None
     bar = tqdm(total=total, initial=total - len(pending), desc="eval", unit="run", disable=not progress)
     with samples_path.open("a", encoding="utf-8") as out:
         for group in batches(pending, recipe.batch_size * 4):
             records = _generate(recipe, model, tokenizer, fmt.with_wait(group[0].method.wait), group, cap)
             answers = [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD")
                        for j, r in zip(group, records, strict=True)]  # fmt: skip
-            for record, verdict in zip(records, grader.grade(answers), strict=True):
+            judged = judge_records(judge, group, records)
+            for record, verdict, judged_one in zip(records, grader.grade(answers), judged, strict=True):
                 record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
+                record["judge"] = judged_one
+                if judged_one is not None:  # s1's grading decides; math-verify's verdict is kept beside it
+                    record.update(math_verify_correct=verdict.correct, extracted=judged_one["extracted"],
+                                  correct=judged_one["correct"], reason=judged_one["reason"])  # fmt: skip
                 if not record["fits"]:  # no draw fitted the budget: the question counts as failed
                     record.update(correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts")
                 elif record["unanswered"] and not record["correct"]:
@@ -384,6 +397,20 @@ def _run_pending(
             os.fsync(out.fileno())
             bar.update(len(group))
     bar.close()
+
+
+def judge_records(judge: Judge | None, group: list[Job], records: list[dict[str, Any]]) -> list[dict | None]:
+    """s1's judge on each record's answer (None per record when the recipe has no judge)."""
+    if judge is None:
+        return [None] * len(records)
+    items = [(j.problem.kind, j.problem.gold, r["answer"], j.problem.question)
+             for j, r in zip(group, records, strict=True)]  # fmt: skip
+    out = []
+    for v in judge.verdicts(items):
+        reason = f"s1's judge replied {v.reply!r}" if v.asked else "s1's rule, without the judge"
+        out.append({**judge.settings.record(), "asked": v.asked, "reply": v.reply, "extracted": v.extracted,
+                    "correct": v.correct, "reason": reason})  # fmt: skip
+    return out
 
 
 def _generate(
@@ -409,7 +436,7 @@ def _generate(
                 budget=[budgets[i][0] for i in todo],
                 sampling=group[0].sampling,
                 batch_size=recipe.batch_size,
-                max_new_tokens=recipe.max_tokens,
+                max_new_tokens=group[0].max_tokens,
                 seed=recipe.seed + 7919 * attempt + sum(map(ord, group[todo[0]].key)),
                 backend=recipe.backend,
                 forcing=recipe.forcing,

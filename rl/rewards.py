@@ -2,16 +2,18 @@
 
 With n the length of a completion, N the length asked in its prompt and `correct` 1 or 0:
 
-- LCPO-Exact: `correct - alpha * |N - n|` (alpha = 0.0003 in L1).
-- LCPO-Max, as L1's paper writes it: `correct * clip(alpha * (N - n) + delta, 0, 1)` (delta = 0.5):
-  full reward up to delta / alpha tokens under N, half at N, nothing from delta / alpha tokens over.
-- LCPO-Max, as L1's released code computes it (`max_formula: code`):
-  `correct * (clip(alpha * (N - n), -1, 1) + 1) / 2`: the same value at N but half the slope, so it
-  reaches 1 and 0 only 1 / alpha tokens away from N (and it has no delta).
+- LCPO-Exact: `correct - alpha * |N - n|`. L1's code, which trained the released L1 models, uses
+  alpha = 1/3000 (`get_delta_score_exact`); its paper states 0.0003.
+- LCPO-Max, as L1's code computes it (`max_formula: code`, the default):
+  `correct * (clip(max_alpha * (N - n), -1, 1) + 1) / 2` with max_alpha = 1/500 (`get_delta_score_max`):
+  half the reward at N, all of it from 500 tokens under N, nothing from 500 tokens over.
+- LCPO-Max, as L1's paper writes it (`max_formula: paper`): `correct * clip(alpha * (N - n) + delta, 0, 1)`
+  with alpha = 0.0003 and delta = 0.5: the same value at N but it reaches 0 only about 1,667 tokens over N.
 
 Each prompt carries its own mode, so a 50/50 mix of Exact and Max prompts is scored row by row.
 n counts the whole completion (what L1 does), or only the thinking (`length: thinking`): the tokens
-before the thinking format's end token. The final end-of-sequence token is never counted.
+before the thinking format's end token. The final end-of-sequence token counts only with
+`count_eos: true`: L1's n is verl's response length, whose mask covers the first end-of-sequence token.
 Correctness comes from the evaluation harness: the answer is the text after the end of thinking
 (a completion whose thinking never ends has no answer and is wrong), graded by `evals.Grader`
 (math-verify in worker processes, started once per training run).
@@ -48,7 +50,8 @@ def exact_reward(correct: float, length: int, budget: int, alpha: float) -> floa
 
 def max_reward(correct: float, length: int, budget: int, alpha: float, delta: float, formula: str = PAPER) -> float:
     """LCPO-Max: the paper's `correct * clip(alpha (N - n) + delta, 0, 1)`, or the released code's
-    `correct * (clip(alpha (N - n), -1, 1) + 1) / 2` with `formula="code"` (delta unused)."""
+    `correct * (clip(alpha (N - n), -1, 1) + 1) / 2` with `formula="code"` (delta unused; L1's code
+    uses alpha = 1/500 there)."""
     if formula == PAPER:
         return correct * clip(alpha * (budget - length) + delta, 0.0, 1.0)
     if formula == CODE:
@@ -60,23 +63,30 @@ def max_reward(correct: float, length: int, budget: int, alpha: float, delta: fl
 class RewardSettings:
     """How completions are scored.
 
+    The defaults are L1's code (deepscaler/rewards/math_reward.py at cmu-l3/l1@294b0b1); the paper's
+    values are `alpha: 0.0003, max_formula: paper` (see docs/parity.md).
+
     Attributes:
-        alpha: weight of the length term (L1: 0.0003, for budgets of 100-4000 tokens).
-        delta: LCPO-Max's offset: the reward a correct answer of exactly N tokens gets (L1: 0.5).
-        max_formula: "paper" (L1's paper) or "code" (L1's released code); see the module docstring.
+        alpha: weight of LCPO-Exact's length term, and of the paper's Max (L1's code: 1/3000; paper: 0.0003).
+        delta: the paper's LCPO-Max offset: the reward a correct answer of exactly N tokens gets (0.5).
+        max_formula: "code" (L1's released code) or "paper" (L1's paper); see the module docstring.
+        max_alpha: slope of the code's Max formula (L1's code: 1/500).
         length: "completion" (every generated token, as L1) or "thinking" (only the thinking tokens).
+        count_eos: count the end-of-sequence token that ends a completion in n (L1 does).
         length_penalty: False drops the length term: correctness alone, i.e. plain GRPO (a baseline).
     """
 
-    alpha: float = 0.0003
+    alpha: float = 1 / 3000
     delta: float = 0.5
-    max_formula: str = PAPER
+    max_formula: str = CODE
+    max_alpha: float = 1 / 500
     length: str = COMPLETION
+    count_eos: bool = False
     length_penalty: bool = True
 
     def __post_init__(self) -> None:
-        if self.alpha < 0:
-            raise RewardError(f"alpha must be >= 0, got {self.alpha}")
+        if self.alpha < 0 or self.max_alpha < 0:
+            raise RewardError(f"alpha and max_alpha must be >= 0, got {self.alpha} and {self.max_alpha}")
         if self.max_formula not in (PAPER, CODE):
             raise RewardError(f"max_formula must be {PAPER!r} or {CODE!r}, got {self.max_formula!r}")
         if self.length not in (COMPLETION, THINKING):
@@ -90,7 +100,8 @@ class RewardSettings:
         if mode == EXACT:
             return exact_reward(score, length, budget, self.alpha)
         if mode == MAX:
-            return max_reward(score, length, budget, self.alpha, self.delta, self.max_formula)
+            slope = self.max_alpha if self.max_formula == CODE else self.alpha
+            return max_reward(score, length, budget, slope, self.delta, self.max_formula)
         raise RewardError(f"mode must be {EXACT!r} or {MAX!r}, got {mode!r}")
 
 
@@ -123,7 +134,8 @@ class CompletionReader:
         self.tokens = get_format(format).tokens(tokenizer, sorted(eos))
 
     def read(self, ids: Sequence[int]) -> tuple[int, int, bool, str]:
-        """(completion tokens, thinking tokens, whether thinking ended, answer text)."""
+        """(completion tokens, thinking tokens, whether thinking ended, answer text); the completion's
+        closing end-of-sequence tokens are not counted (see `ends_with_eos`)."""
         ids = list(ids)
         while ids and ids[-1] in self.tokens.eos:  # the end-of-sequence is not a token the model "wrote"
             ids.pop()
@@ -136,6 +148,10 @@ class CompletionReader:
         if suffix and answer.startswith(suffix):
             answer = answer[len(suffix) :]
         return len(ids), end, True, answer
+
+    def ends_with_eos(self, ids: Sequence[int]) -> bool:
+        """Whether the completion was closed by an end-of-sequence token (not cut at the length limit)."""
+        return bool(ids) and ids[-1] in self.tokens.eos
 
 
 class LCPOReward:
@@ -191,9 +207,12 @@ class LCPOReward:
                                                                                    strict=True)]  # fmt: skip
         verdicts = self.grader.grade(answers)
         scored = []
-        for (total, thinking, ended, text), verdict, n_asked, row_mode in zip(parts, verdicts, budget, mode,
-                                                                             strict=True):  # fmt: skip
+        for ids, (total, thinking, ended, text), verdict, n_asked, row_mode in zip(
+            completion_ids, parts, verdicts, budget, mode, strict=True
+        ):
             length = thinking if self.settings.length == THINKING else total
+            if self.settings.count_eos and self.settings.length == COMPLETION and self.reader.ends_with_eos(ids):
+                length += 1
             ok = ended and verdict.correct
             reward = self.settings.reward(ok, length, int(n_asked), row_mode)
             scored.append(Scored(total, thinking, ended, text, ok, length, reward))

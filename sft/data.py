@@ -7,9 +7,10 @@ An example is the conversation the decoder will later continue, made whole:
     end-of-sequence token                                           loss
 
 For the s1 format that assistant turn is `<|im_start|>think\\n{trace}\\n<|im_start|>answer\\nAnswer: {answer}`,
-as s1 trained; for `think` it is `<think>\\n{trace}\\n</think>\\n\\n{answer}`. As in s1's data script, the
-trace and the answer are stripped and the prefix is put only before an answer that does not already start
-with it. The delimiters are read from `decode`'s `ThinkingFormat`, never spelled here, and the context is
+as s1 trained; for `think` it is `<think>\\n{trace}\\n</think>\\n\\n{answer}`. As in s1's data script
+(data/tokenization.py), the trace and the answer are stripped and the prefix is put only before an answer
+in which it appears nowhere ("Answer:" in the middle of an attempt is enough to leave it out). The
+delimiters are read from `decode`'s `ThinkingFormat`, never spelled here, and the context is
 `decode.prompt_ids`'s, token for token: a template that opens thinking itself (DeepSeek-R1-Distill's) gets
 no second opener, and its opener is part of the prompt (no loss), since the decoder never asks the model
 to write it. Rendered text is tokenized with no special tokens added, so the template's BOS stays the only one.
@@ -144,11 +145,11 @@ def answer_prefix(config: DataConfig, fmt: ThinkingFormat) -> str:
 
 def assistant_text(fmt: ThinkingFormat, trace: str, answer: str, prefix: str = "") -> str:
     """The assistant turn the model learns to write, from the format's own strings, as s1 wrote it:
-    trace and answer stripped, the prefix only where the answer does not already start with it."""
-    trace, answer = trace.strip(), answer.strip()
-    if prefix and answer.startswith(prefix.strip()):
-        prefix = ""
-    return f"{fmt.open}{trace}{TRACE_SEPARATOR}{fmt.close}{prefix}{answer}"
+    trace and answer stripped, the prefix only where the answer does not contain it anywhere
+    (s1: `"Answer: " + answer if "Answer:" not in answer else answer`)."""
+    if prefix and prefix.strip() not in answer:
+        answer = prefix + answer  # then stripped, as s1 did: an attempt's leading spaces go too
+    return f"{fmt.open}{trace.strip()}{TRACE_SEPARATOR}{fmt.close}{answer.strip()}"
 
 
 def chat(question: str, system_prompt: str | None) -> list[dict[str, str]]:

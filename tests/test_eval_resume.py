@@ -94,7 +94,7 @@ def changed(data: dict, section: str, index: int, **settings) -> dict:
     [
         ("methods", 0, {"wait": "Hmm"}, "wait: 'Wait' -> 'Hmm'"),
         ("methods", 0, {"min_thinking": 3}, "min_thinking: 2 -> 3"),
-        ("methods", 1, {"classes": {"briefly": "Answer at once.", "thoroughly": "Think a lot."}}, "instruction"),
+        ("methods", 1, {"classes": {"short": "Answer at once.", "long": "Think a lot."}}, "instruction"),
         ("methods", 2, {"max_attempts": 3}, "max_attempts: 2 -> 3"),
         ("methods", 3, {"temperature": 0.7}, "sampling.temperature: 1.0 -> 0.7"),
         ("benchmarks", 0, {"answer": "solution"}, "benchmark.answer: 'answer' -> 'solution'"),
@@ -125,8 +125,8 @@ def test_more_questions_run_as_new_records_and_keep_the_old(base, tmp_path):
     after = (folder / "samples.jsonl").read_text().splitlines()
     assert after[: len(before)] == before
     new = [json.loads(line) for line in after[len(before) :]]
-    # One more question, through 1 + 2 + 1 points and 2 majority-vote draws.
-    assert len(new) == 6 and {r["benchmark"] for r in new} == {"math500"}
+    # One more question, through 1 + 3 + 1 points and 2 majority-vote draws.
+    assert len(new) == 7 and {r["benchmark"] for r in new} == {"math500"}
     assert {r["problem_id"] for r in new}.isdisjoint(json.loads(line)["problem_id"] for line in before[:1])
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["benchmarks"]["math500"]["wait"]["points"][0]["runs"] == 3

@@ -56,8 +56,8 @@ def test_every_output_file_is_written(finished_run):
         for plot in ("accuracy_vs_thinking", "thinking_vs_budget"):
             assert (folder / f"{plot}_{bench}.png").read_bytes()[:4] == b"\x89PNG"
     rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
-    # 5 problems x (2 + 2 + 2 + 2 + 1 points, one sample each, + 3 majority-vote draws)
-    assert len(rows) == 5 * (9 + 3)
+    # 5 problems x (2 + 2 + 2 + 3 + 1 points, one sample each, + 3 majority-vote draws)
+    assert len(rows) == 5 * (10 + 3)
     needed = {"prompt", "completion_ids", "thinking", "answer", "extracted", "correct", "reason", "thinking_tokens",
               "answer_tokens"}  # fmt: skip
     assert all(needed <= row.keys() for row in rows)
@@ -82,7 +82,9 @@ def test_summary_holds_the_metrics_and_budgets_hold(finished_run):
     assert all(p["in_control"] for p in votes) and summary["benchmarks"]["aime24"]["majority_vote"]["control"] == 1.0
     assert "doubling" in summary["scaling_unit"]
     classes = summary["benchmarks"]["aime24"]["class_conditional"]
-    assert [p["point"] for p in classes["points"]] == ["briefly", "thoroughly"] and classes["control"] is None
+    # s1's Control for classes: "short" and "long" against the unprompted point
+    assert [p["point"] for p in classes["points"]] == ["unprompted", "short", "long"]
+    assert classes["control_points"] == 2 and classes["control"] in (0.0, 0.5, 1.0)
 
 
 def test_rejection_sampling_reports_attempts(finished_run):

@@ -72,8 +72,9 @@ def test_custom_format_from_strings_and_json(tokenizers, tmp_path):
 def test_bad_format_specs():
     with pytest.raises(FormatError, match="unknown thinking format 'r1'"):
         get_format("r1")
-    with pytest.raises(FormatError, match="'wait' must be a non-empty string"):
-        PRESETS["s1"].with_wait("")
+    with pytest.raises(FormatError, match="'wait' must be a string"):
+        PRESETS["s1"].with_wait(None)
+    assert PRESETS["s1"].with_wait("").wait == ""  # s1's "without string": nothing in the end's place
     with pytest.raises(FormatError, match="at least one"):
         ThinkingFormat("x", "a", (), "b", "c")
 

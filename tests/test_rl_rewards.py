@@ -74,9 +74,10 @@ def test_exact_counts_the_whole_completion_or_the_thinking(tokenizer, grader):
 
 def test_max_paper_and_code(tokenizer, grader):
     ids = [completion(30), completion(70), completion(110), completion(30, ANSWER_5), completion(0)]
-    paper = rewards(tokenizer, grader, RewardSettings(alpha=0.01, delta=0.5, length=THINKING), ids, 50, "max")
+    paper_settings = RewardSettings(alpha=0.01, delta=0.5, max_formula=PAPER, length=THINKING)
+    paper = rewards(tokenizer, grader, paper_settings, ids, 50, "max")
     assert paper == pytest.approx([0.7, 0.3, 0.0, 0.0, 1.0])
-    code = RewardSettings(alpha=0.01, max_formula=CODE, length=THINKING)
+    code = RewardSettings(max_alpha=0.01, max_formula=CODE, length=THINKING)
     assert rewards(tokenizer, grader, code, ids, 50, "max") == pytest.approx([0.6, 0.4, 0.2, 0.0, 0.75])
     whole = RewardSettings(alpha=0.01, delta=0.5, max_formula=PAPER, length=COMPLETION)
     # n = 37 and 77: clip(0.13 + 0.5) and clip(-0.27 + 0.5)
@@ -95,7 +96,7 @@ def test_unfinished_thinking_is_wrong_and_all_thinking(tokenizer, grader):
 def test_correctness_only_and_per_row_modes(tokenizer, grader):
     plain = RewardSettings(length_penalty=False)
     assert rewards(tokenizer, grader, plain, [completion(500), completion(3, ANSWER_5)], 50, "exact") == [1.0, 0.0]
-    reward = LCPOReward(tokenizer, grader, RewardSettings(alpha=0.01, length=THINKING), format="think")
+    reward = LCPOReward(tokenizer, grader, RewardSettings(alpha=0.01, max_formula=PAPER, length=THINKING), "think")
     assert reward.__name__ == "lcpo" and LCPOReward(tokenizer, grader, plain).__name__ == "correctness"
     mixed = reward(None, None, [completion(70), completion(70)], budget=[50, 50], mode=["exact", "max"],
                    answer=["4", "4"])  # fmt: skip
@@ -138,6 +139,42 @@ def test_s1_format_reads_the_answer_after_its_header(grader):
     assert (scored.thinking_tokens, scored.answer, scored.correct) == (10, "\\boxed{4}", True)
     assert scored.reward == pytest.approx(0.8)
     assert scored.completion_tokens == len(ids) - 1
+
+
+def l1_code_reward(correct: bool, n: int, num_tokens: int) -> float:
+    """L1's reward as cmu-l3/l1@294b0b1 deepscaler/rewards/math_reward.py computes it (lines 111-130 and
+    160-168), written out again here: `num_tokens` < 0 marks a "Think for maximum |N| tokens." prompt."""
+    if num_tokens < 0:
+        delta = n - abs(num_tokens)
+        sc = (1 / 500) * delta * -1
+        sc = max(-1, min(1, sc))
+        return max(0, (sc + 1) / 2) * (1 if correct else 0)
+    delta_score = 1 - abs(n - num_tokens) / 3000
+    return delta_score if correct else delta_score - 1
+
+
+def test_defaults_are_l1_code_over_a_grid():
+    settings = RewardSettings()
+    for budget in (100, 512, 1000, 2048, 3600, 4000):
+        for n in (0, 1, 50, budget - 600, budget - 500, budget - 1, budget, budget + 1, budget + 499, budget + 500,
+                  budget + 1667, budget + 5000):  # fmt: skip
+            for correct in (True, False):
+                exact = settings.reward(correct, max(n, 0), budget, "exact")
+                assert exact == pytest.approx(l1_code_reward(correct, max(n, 0), budget), abs=1e-12), (n, budget)
+                maximum = settings.reward(correct, max(n, 0), budget, "max")
+                assert maximum == pytest.approx(l1_code_reward(correct, max(n, 0), -budget), abs=1e-12), (n, budget)
+    # The paper's Max (alpha 0.0003, delta 0.5) is a named option and differs from the code beyond N:
+    paper = RewardSettings(alpha=0.0003, max_formula=PAPER)
+    assert paper.reward(True, 1500, 1000, "max") == pytest.approx(0.35)
+    assert settings.reward(True, 1500, 1000, "max") == pytest.approx(0.0)
+
+
+def test_count_eos_adds_the_closing_token_as_l1_counts_it(tokenizer, grader):
+    ids = [completion(30), completion(30, None)]  # the second one was cut at the length limit: no EOS
+    counted = RewardSettings(alpha=0.01, length=COMPLETION, count_eos=True)
+    reward = LCPOReward(tokenizer, grader, counted, format="think")
+    scored = reward.score(ids, budget=[50, 50], mode=["exact", "exact"], answer=["4", "4"])
+    assert [s.length for s in scored] == [38, 30]
 
 
 def test_bad_settings_are_refused():

@@ -19,22 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MATH_TRAIN = SHARED / "data" / "pool" / "math_train_answers.json"
 
 
-def test_l1_recipes_say_what_l1_did():
-    exact = load_recipe(ROOT / "recipes/rl/l1_exact.yaml")
-    assert exact.model == "agentica-org/DeepScaleR-1.5B-Preview"
-    assert (exact.prompts.mode, exact.prompts.min_budget, exact.prompts.max_budget) == ("exact", 100, 4000)
-    assert (exact.reward.alpha, exact.reward.length) == (0.0003, "completion")
-    t = exact.trainer
-    assert (t["learning_rate"], t["num_generations"], t["temperature"], t["beta"]) == (1e-6, 16, 0.6, 0.001)
-    assert (t["max_completion_length"], t["max_steps"], t["use_vllm"]) == (4096, 700, True)
-    completions = t["per_device_train_batch_size"] * 8 * t["gradient_accumulation_steps"]  # on 8 GPUs
-    assert completions // t["num_generations"] == 128  # prompts per step
-    maximum = load_recipe(ROOT / "recipes/rl/l1_max.yaml")
-    assert maximum.model == exact.output_dir + "/final"  # continues from L1-Exact
-    assert (maximum.prompts.mode, maximum.prompts.max_fraction) == ("mix", 0.5)
-    assert (maximum.reward.delta, maximum.reward.max_formula) == (0.5, "paper")
-    cpu = load_recipe(ROOT / "recipes/rl/cpu.yaml")
-    config = cpu.grpo_config()
+def test_cpu_recipe_trains_on_the_cpu():
+    config = load_recipe(ROOT / "recipes/rl/cpu.yaml").grpo_config()
     assert config.use_cpu and not config.bf16 and not config.use_vllm
 
 

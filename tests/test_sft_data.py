@@ -38,9 +38,10 @@ def test_s1_loss_tokens_are_exactly_the_assistant_turn(tokenizers):
     frame = pd.read_parquet(S1K)
     assert report.rows == len(dataset) == 5 and report.overlong == 0
     for i, row in frame.iterrows():
-        # s1 stripped the trace and the attempt (these rows' traces end with a newline).
-        trace, attempt = row.gemini_thinking_trajectory.strip(), row.gemini_attempt.strip()
-        expected = f"<|im_start|>think\n{trace}\n<|im_start|>answer\nAnswer: {attempt}"
+        # s1 stripped the trace and the attempt (these rows' traces end with a newline); every one of these
+        # attempts has "Answer:" in its text, so s1 put no prefix before any of them.
+        trace, attempt = row.gemini_thinking_trajectory.strip(), s1_tokenization_answer(row.gemini_attempt)
+        expected = f"<|im_start|>think\n{trace}\n<|im_start|>answer\n{attempt}"
         assert expected == assistant_text(
             get_format("s1"), row.gemini_thinking_trajectory, row.gemini_attempt, "Answer: "
         )
@@ -88,7 +89,7 @@ def test_overlong_error_names_rows_drop_and_truncate_count(tokenizers):
     tokenizer, source = tokenizers["s1"], str(s1k_rows())
     whole, _ = build_dataset(tokenizer, DataConfig(source=source, **GEMINI, block_size=16384))
     lengths = [len(x) for x in whole["input_ids"]]
-    with pytest.raises(DataError, match=r"4 of 5 examples are longer than data.block_size=4000: row 0 \(8166 tokens\)"):
+    with pytest.raises(DataError, match=r"4 of 5 examples are longer than data.block_size=4000: row 0 \(8164 tokens\)"):
         build_dataset(tokenizer, DataConfig(source=source, **GEMINI, block_size=4000))
     dropped, report = build_dataset(tokenizer, DataConfig(source=source, **GEMINI, block_size=4000, overlong="drop"))
     assert len(dropped) == 1 and report.dropped == 4 and report.overlong_rows == [0, 1, 3, 4]
@@ -184,3 +185,22 @@ def test_accelerate_configs_are_read_by_accelerate(name):
     assert config.num_processes >= 2 and config.num_machines == (2 if "2nodes" in name else 1)
     if "fsdp" in name:
         assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_reshard_after_forward"] is True
+
+
+def s1_tokenization_answer(answer: str) -> str:
+    """s1's rule, from simplescaling/s1@77272c6 data/tokenization.py:26 (then stripped, line 31)."""
+    return ("Answer: " + answer if "Answer:" not in answer else answer).strip()
+
+
+def test_answer_prefix_follows_s1s_rule_on_answer_anywhere_in_the_attempt():
+    fmt = get_format("s1")
+    attempts = [
+        "The sum is 12.",  # no "Answer:": prefixed
+        "Answer: 12",  # starts with it: left alone
+        "We add the terms.\n\nFinal Answer: The final answer is $12$",  # mid-text: s1 leaves it alone
+        "So the Answer: is 12, as shown.",
+        "  answer: 12  ",  # lower case is not "Answer:": prefixed
+    ]
+    for attempt in attempts:
+        text = assistant_text(fmt, "trace", attempt, "Answer: ")
+        assert text == f"<|im_start|>think\ntrace\n<|im_start|>answer\n{s1_tokenization_answer(attempt)}", attempt
