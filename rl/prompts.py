@@ -26,6 +26,7 @@ from typing import Any
 from datasets import Dataset
 
 from decode import get_format, prompt_ids, prompt_text
+from decode.preflight import template_kwargs_problem
 from evals import BenchmarkSpec, Problem, load_problems
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
@@ -143,6 +144,9 @@ def build_dataset(problems: Sequence[Problem], tokenizer: Any, settings: PromptS
     if not problems:
         raise PromptError("no questions to build prompts from")
     fmt = get_format(settings.format)
+    problem = template_kwargs_problem(tokenizer, settings.chat_template_kwargs)  # a misspelt key is dropped silently
+    if problem:
+        raise PromptError(problem)
     budgets = draw_budgets(len(problems), settings.min_budget, settings.max_budget, settings.seed)
     modes = draw_modes(len(problems), settings.mode, settings.max_fraction, settings.seed)
     rows: dict[str, list[Any]] = {k: [] for k in ("prompt", "budget", "mode", "answer", "kind", "letters", "source",

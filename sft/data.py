@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 
 from decode import FormatError, ThinkingFormat, get_format, prompt_ids
+from decode.preflight import role_problem, template_kwargs_problem
 from evals.benchmarks import read_file_rows, read_json_lines
 from evals.inputs import prepare_hub_datasets, read_utf8
 
@@ -185,6 +186,11 @@ def tokenize_rows(rows: datasets.Dataset, tokenizer: Any, config: DataConfig) ->
     fmt = get_format(config.format)
     source = f"data.source {config.source}"
     check_tokenizer(tokenizer, fmt, source)
+    # a misspelt template argument or a role the template does not know would be dropped without a word
+    problem = template_kwargs_problem(tokenizer, config.chat_template_kwargs)
+    problem = problem or role_problem(tokenizer, chat("q", config.system_prompt))
+    if problem:
+        raise DataError(f"{source}: {problem}")
     missing = [name for name in ("question", "trace", "answer") if getattr(config, name) not in rows.column_names]
     if missing:
         names = ", ".join(f"data.{m}={getattr(config, m)!r}" for m in missing)

@@ -106,3 +106,6 @@ def test_dataset_from_real_math_questions():
     assert data["budget"] == build_dataset(problems, tokenizer, settings)["budget"]  # same seed, same prompts
     with pytest.raises(PromptError, match="no questions"):
         build_dataset([], tokenizer, settings)
+    misspelt = PromptSettings(format="think", chat_template_kwargs={"enable_thinkng": False})
+    with pytest.raises(PromptError, match="not read by the tokenizer.s chat template"):
+        build_dataset(problems, tokenizer, misspelt)

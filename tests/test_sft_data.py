@@ -107,6 +107,7 @@ def test_overlong_error_names_rows_drop_and_truncate_count(tokenizers):
         ([{"q": "a", "t": "x <|im_start|> y", "ans": "c"}], {}, r"row 0: field 't' contains the format's end"),
         ([{"q": "a " * 300, "t": "b", "ans": "c"}], {"block_size": 200}, r"row 0: the prompt alone is \d+ tokens"),
         ([{"q": "a", "t": "b", "ans": "c"}], {"format": "think"}, r"data.format 'think' does not fit this tokenizer"),
+        ([{"q": "a", "t": "b", "ans": "c"}], {"chat_template_kwargs": {"enable_thinkin": True}}, r"not read by the"),
     ],
 )
 def test_bad_data_is_refused_naming_row_or_setting(tokenizers, tmp_path, rows, settings, message):
