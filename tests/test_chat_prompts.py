@@ -171,11 +171,13 @@ def test_sft_text_as_s1_wrote_it(qwen25, tmp_path):
         {"question": "q2", "thinking_trajectories": "thought", "attempt": "\n5"},
     ]
     dataset, _ = build_dataset(qwen25, DataConfig(source=sft_rows(tmp_path, rows)))
-    for example in dataset:
+    # One "Answer: ", never two; the prefix goes on before the attempt is stripped (s1's order), so the
+    # second attempt's leading newline stays behind it; one newline before the answer header.
+    answers = ["Answer: 5", "Answer: \n5"]
+    for example, answer in zip(dataset, answers, strict=True):
         ids, mask = example["input_ids"], example["completion_mask"]
         learnt = qwen25.decode([t for t, m in zip(ids, mask, strict=True) if m])
-        # One "Answer: ", never two; trace and attempt stripped, so one newline before the answer header.
-        assert learnt == f"{S1_THINK}thought\n<|im_start|>answer\nAnswer: 5<|im_end|>"
+        assert learnt == f"{S1_THINK}thought\n<|im_start|>answer\n{answer}<|im_end|>"
 
 
 def test_sft_passes_chat_template_kwargs(qwen3, tmp_path):
