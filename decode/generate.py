@@ -226,7 +226,7 @@ def tokenize_prompts(
     if problem:
         raise ValueError(problem)
     for index, prompt in enumerate(prompts):
-        problem = None if isinstance(prompt, str) else role_problem(tokenizer, prompt)
+        problem = None if isinstance(prompt, str) else role_problem(tokenizer, prompt, chat_template_kwargs)
         if problem:
             raise PromptError(index, problem)
     rows = []

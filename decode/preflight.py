@@ -342,18 +342,30 @@ def _template_roles(template: str) -> frozenset[str]:
     return frozenset(roles)
 
 
-def role_problem(tokenizer: Any, messages: Any) -> str | None:
-    """A chat message whose role the tokenizer's chat template does not know: the template would drop it
-    or write it as no model was trained to read it."""
+def role_problem(tokenizer: Any, messages: Any, chat_template_kwargs: dict[str, Any] | None = None) -> str | None:
+    """A chat message the tokenizer's chat template drops without a word (Qwen2.5's writes only the roles
+    it names; ChatML-style templates write any role as it is, so nothing is dropped there).
+
+    Found by rendering: each message's content is replaced by a marker of its own, and every marker must
+    come out in the rendered prompt. Assistant turns are not checked, since templates may rewrite them
+    (reasoning templates cut the thinking out of earlier turns)."""
     template = getattr(tokenizer, "chat_template", None)
-    if not isinstance(template, str) or not template:
+    if not template or not isinstance(messages, list | tuple):
         return None
-    roles = template_roles(template)
-    if not roles:
+    probe = [
+        {**message, "content": f"[message {number} marker]"} if isinstance(message, dict) else message
+        for number, message in enumerate(messages)
+    ]
+    try:
+        text = tokenizer.apply_chat_template(
+            probe, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+        )
+    except Exception:  # the template refuses the chat itself: rendering the real prompt reports its own error
         return None
     for number, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
-        if role not in roles:
-            known = ", ".join(sorted(roles))
-            return f"message {number} has role {role!r}, which the chat template does not know (it knows {known})"
+        if role != "assistant" and f"[message {number} marker]" not in text:
+            named = template_roles(template) if isinstance(template, str) else frozenset()
+            known = f" (the roles it names: {', '.join(sorted(named))})" if named else ""
+            return f"message {number} has role {role!r}, which the chat template drops{known}"
     return None

@@ -699,8 +699,8 @@ def test_decode_numbers_and_contradicting_settings_are_refused(tmp_path, capsys,
         ('{"prompt": "a", "max_thinking_tokens": 100}',
          "row 1: max_thinking_tokens 100 cannot bind: --max-new-tokens 50"),
         ('{"prompt": [{"role": "human", "content": "hi"}]}',
-         "row 1: 'prompt' message 0 has role 'human', which the chat template does not know (it knows assistant, "
-         "system, tool, user)"),
+         "row 1: 'prompt' message 0 has role 'human', which the chat template drops (the roles it names: "
+         "assistant, system, tool, user)"),
     ],
 )  # fmt: skip
 def test_decode_rows_that_cannot_mean_what_they_say_are_refused(tmp_path, capsys, line, message):
