@@ -203,17 +203,9 @@ def context_length(config: Any, tokenizer: Any, engine_limit: int | None = None)
     return min(known) if known else None
 
 
-def tokenize_prompts(
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    fmt: ThinkingFormat,
-    windows: Sequence[int | None],
-    context: int | None,
-    chat_template_kwargs: dict[str, Any] | None = None,
-) -> list[list[int]]:
-    """Every prompt's ids, checked before anything is generated: chat messages need a chat template,
-    and a prompt plus its generation window (None: not bounded, so at least one token) must fit the
-    context. A prompt far over it would otherwise fill memory before failing."""
+def check_chats(tokenizer: Any, prompts: Sequence[Prompt], chat_template_kwargs: dict[str, Any] | None) -> None:
+    """Chat prompts against the tokenizer's template, before anything is generated: a template must exist,
+    read every `chat_template_kwargs` key and write every message (none dropped for its role)."""
     if not getattr(tokenizer, "chat_template", None):
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
@@ -229,6 +221,20 @@ def tokenize_prompts(
         problem = None if isinstance(prompt, str) else role_problem(tokenizer, prompt, chat_template_kwargs)
         if problem:
             raise PromptError(index, problem)
+
+
+def tokenize_prompts(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    fmt: ThinkingFormat,
+    windows: Sequence[int | None],
+    context: int | None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[list[int]]:
+    """Every prompt's ids, checked before anything is generated: chat messages need a chat template,
+    and a prompt plus its generation window (None: not bounded, so at least one token) must fit the
+    context. A prompt far over it would otherwise fill memory before failing."""
+    check_chats(tokenizer, prompts, chat_template_kwargs)
     rows = []
     for index, prompt in enumerate(prompts):
         try:
@@ -388,6 +394,7 @@ def generate(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = eos_ids(model, tokenizer)
     if fmt is None:
+        check_chats(tokenizer, prompts, template_kwargs)
         rows = [prompt_ids(tokenizer, p, None, template_kwargs) for p in prompts]
         return plain_generate(hf_engine(model, pad, sampling), rows, eos, budgets, tokenizer, batch_size=batch_size,
                               max_new_tokens=max_new_tokens, seed=seed, on_batch=on_batch)  # fmt: skip
@@ -515,6 +522,7 @@ def _generate_elsewhere(
         tokenizer = load_tokenizer(str(tokenizer))
     eos = folder_eos_ids(config_path, tokenizer)
     if fmt is None:
+        check_chats(tokenizer, prompts, template_kwargs)
         rows = [prompt_ids(tokenizer, p, None, template_kwargs) for p in prompts]
         return plain_generate(plain_engine, rows, eos, budgets, tokenizer, batch_size=batch_size,
                               max_new_tokens=max_new_tokens, seed=seed, on_batch=on_batch)  # fmt: skip

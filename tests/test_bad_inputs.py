@@ -1112,3 +1112,14 @@ def test_curate_cache_keys_name_the_model_by_its_files(tmp_path):
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + bytes([1] * 8))  # other weights at the same path
     assert ModelSpec(name="m", model=str(model)).cache_settings()["model_fingerprint"] != before["model_fingerprint"]
+
+
+@pytest.mark.parametrize("fmt", ["s1", None])
+def test_a_role_the_template_drops_is_refused_with_or_without_a_thinking_format(tokenizers, fmt):
+    """Qwen2.5's template writes only the roles it names: a `human` turn would vanish from the prompt."""
+    from decode import generate
+    from tests.tiny_model import build_tiny_model
+
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "human", "content": "What is 2+2?"}]
+    with pytest.raises(ValueError, match="message 1 has role 'human', which the chat template drops"):
+        generate(build_tiny_model(), tokenizers["s1"], [chat], format=fmt, max_new_tokens=4)
