@@ -16,20 +16,18 @@ decides, in worker processes under a deadline (evals.grading).
 from __future__ import annotations
 
 import atexit
-import re
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from evals.benchmarks import read_file_rows
-from evals.extract import last_boxed
 from evals.grading import Answer, Grader
+from evals.judge import s1_extract as s1_reading
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "eval"
 # s1's answer headers: the text after the last of these is the answer (the second drops its role line).
 ANSWER_HEADERS = ("<|im_start|>answer\n", "<|im_start|>", "</think>")
-S1_ANSWER = re.compile(r"(?i)Answer\s*:\s*(.*)", re.DOTALL)
 
 
 class TaskDataError(ValueError):
@@ -78,13 +76,8 @@ def answer_part(text: str) -> str:
 
 
 def s1_extract(text: str) -> str:
-    """s1's reading of an answer: the last boxed expression, else what follows "Answer:"."""
-    answer = answer_part(text)
-    boxed = last_boxed(answer)
-    if boxed is not None:
-        return boxed
-    found = S1_ANSWER.findall(answer)
-    return found[-1] if found else answer
+    """s1's reading of an answer (the last boxed expression, else what follows "Answer:"), on the answer part."""
+    return s1_reading(answer_part(text))
 
 
 def _integer_form(value: str) -> str:
