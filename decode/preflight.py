@@ -223,8 +223,10 @@ def folder_writable_problem(folder: str | Path, setting: str) -> str | None:
     return None
 
 
-def device_problem(device: str | None) -> str | None:
-    """A device name torch does not know, or a CUDA device this machine does not have."""
+def device_problem(device: Any, setting: str = "device", here: bool = True) -> str | None:
+    """A device name torch does not know ("cpu", "cuda", "cuda:1", "mps" are known; None is the default)
+    or, with `here`, a CUDA device this machine does not have (a recipe may be read on a machine other
+    than the one it runs on: there `here` is False)."""
     if device is None:
         return None
     import torch
@@ -232,11 +234,11 @@ def device_problem(device: str | None) -> str | None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        return f"device expects a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
-    if parsed.type == "cuda":
+        return f"{setting} expects a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
+    if here and parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (parsed.index or 0) >= count:
-            return f"device is {device!r}, but torch sees {count} CUDA device(s) here"
+            return f"{setting} is {device!r}, but torch sees {count} CUDA device(s) here"
     return None
 
 

@@ -8,9 +8,9 @@ import sys
 
 from decode import BudgetError, FormatError, ModelLoadError
 from decode.generate import check_source
+from decode.preflight import device_problem
 
 from .benchmarks import BenchmarkError
-from .inputs import device_problem
 from .recipe import EvalRecipe, RecipeError, load_recipe
 from .report import SUMMARY, TABLE, headline
 from .runner import RunError, run

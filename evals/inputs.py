@@ -160,22 +160,6 @@ def dtype_problem(dtype: Any, setting: str = "dtype") -> str | None:
     return f"{setting} expects 'auto' or a torch dtype name (float32, bfloat16, float16), got {dtype!r}"
 
 
-def device_problem(device: Any, setting: str = "device", here: bool = False) -> str | None:
-    """A torch device name ("cpu", "cuda", "cuda:1", "mps"), or None for the default; with `here`, one
-    this machine has (a recipe may be read on a machine other than the one it runs on)."""
-    import torch
-
-    if device is None:
-        return None
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        return f"{setting} expects a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
-    if here and parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        return f"{setting} is {device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s) here"
-    return None
-
-
 def output_dir_problem(output_dir: str, setting: str = "output_dir") -> str | None:
     """An output folder must be a folder or not exist yet; a file in its place (or above it) is refused."""
     path = Path(output_dir).expanduser()

@@ -12,11 +12,11 @@ import yaml
 
 from decode import FormatError, Sampling, get_format
 from decode.generate import BACKENDS, FORCING
+from decode.preflight import device_problem
 
 from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
 from .inputs import (
     check_argument,
-    device_problem,
     dtype_problem,
     grading_problem,
     output_dir_problem,
@@ -301,6 +301,8 @@ def _check_values(values: dict[str, Any], source: str) -> None:
                 f"raise max_tokens above {max(asked)} with room for the answer, or lower the budget"
             )
     problem = grading_problem(values.get("grading")) or dtype_problem(values.get("dtype", "auto"))
-    problem = problem or device_problem(values.get("device")) or output_dir_problem(str(values["output_dir"]))
+    problem = (
+        problem or device_problem(values.get("device"), here=False) or output_dir_problem(str(values["output_dir"]))
+    )
     if problem:
         raise RecipeError(f"{source}: {problem}")
