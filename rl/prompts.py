@@ -49,9 +49,11 @@ def length_sentence(budget: int, mode: str) -> str:
 
 def user_message(question: str, budget: int, mode: str, instruction: str = INSTRUCTION, separator: str = " ") -> str:
     """The question, the instruction, then the length sentence. L1 joins them with single spaces;
-    the evaluation harness puts a blank line (`separator="\\n\\n"`) before the instruction."""
-    head = f"{question}{separator}{instruction}" if instruction else question
-    return f"{head} {length_sentence(budget, mode)}"
+    the evaluation harness puts a blank line (`separator="\\n\\n"`) after the question. With no
+    instruction the separator goes before the length sentence, as the harness lays it out then."""
+    if not instruction:
+        return f"{question}{separator}{length_sentence(budget, mode)}"
+    return f"{question}{separator}{instruction} {length_sentence(budget, mode)}"
 
 
 def draw_budgets(count: int, low: int, high: int, seed: int) -> list[int]:
@@ -87,7 +89,8 @@ class PromptSettings:
         max_fraction: for `mix`, the share of "Think for maximum N tokens." prompts.
         seed: seeds the draws of N and of the modes.
         instruction: appended to the question before the length sentence ("" for none).
-        separator: between the question and the instruction (L1: a space).
+        separator: between the question and the instruction, or the length sentence when there is no
+            instruction (L1: a space; the evaluation harness: a blank line).
         format: the thinking format whose opener ends every prompt ("think" for R1-style models).
         chat_template_kwargs: passed to the chat template (e.g. `{enable_thinking: true}` for Qwen3).
     """

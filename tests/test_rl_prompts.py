@@ -57,6 +57,27 @@ def test_blank_line_layout_matches_the_evaluation_harness():
         assert user_message("What is 2+2?", 1024, method.mode, separator="\n\n") == expected
 
 
+def test_without_an_instruction_the_blank_line_layout_still_matches_the_harness():
+    """A model trained on bare questions (the demo's) is evaluated with no instruction: the harness then
+    puts the blank line before the length sentence, and so does a training prompt."""
+    recipe = eval_recipe_from_dict(
+        {
+            "model": "m",
+            "output_dir": "o",
+            "benchmarks": [{"name": "b", "path": "b.jsonl"}],
+            "methods": [{"method": "length_prompt", "mode": mode, "budgets": [64]} for mode in ("exact", "max")],
+            "instruction": {"math": ""},
+        }
+    )
+    problem = type("P", (), {"question": "Add 3, twice. Start at 4.", "kind": "math"})()
+    for method in recipe.methods:
+        expected = eval_user_message(recipe, problem, method.suffix(method.points()[0]))
+        assert (
+            expected == f"Add 3, twice. Start at 4.\n\nThink for {'maximum ' if method.mode == 'max' else ''}64 tokens."
+        )
+        assert user_message(problem.question, 64, method.mode, instruction="", separator="\n\n") == expected
+
+
 def test_budgets_are_seeded_and_uniform_over_the_range():
     draws = draw_budgets(40_000, 100, 4000, seed=0)
     assert draws == draw_budgets(40_000, 100, 4000, seed=0)
