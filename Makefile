@@ -74,8 +74,8 @@ sft:
 eval:
 	$(if $(RECIPE),$(PY) -m evals $(RECIPE),$(PY) -m demo eval)
 
-rl: $(if $(RECIPE),,$(TINY)/config.json)
-	$(PY) -m rl $(or $(RECIPE),recipes/rl/cpu.yaml)
+rl:
+	$(if $(RECIPE),$(PY) -m rl $(RECIPE),$(PY) -m demo rl)
 
 demo:
 	$(PY) -m demo

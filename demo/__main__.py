@@ -6,9 +6,12 @@ Stages, in order, each the project's own command on its own recipe:
     base    python -m sft        recipes/sft/demo-base.yaml   the base model: questions and one-line answers
     curate  python -m curate     recipes/curate/demo.yaml     the pool -> the curated set (base model as reference)
     sft     python -m sft        recipes/sft/demo.yaml        the base model fine-tuned on the curated traces
+    rl      python -m demo.splits data/demo                   LCPO's training and validation questions (no held-out one)
+            python -m rl         recipes/rl/demo.yaml         the fine-tuned model trained with LCPO (L1)
     eval    python -m evals      recipes/eval/demo.yaml       budget forcing and other methods, fine-tuned model
                                  recipes/eval/demo-base.yaml  the budget-forcing sweep, base model
-    report                                                    runs/demo/report.md and demo.png
+                                 recipes/eval/demo-rl.yaml    "Think for N tokens.", the LCPO model
+    report                                                    runs/demo/report.md, demo.png and demo-l1.png
 
 Naming a stage runs the stages before it that have not run (or whose recipe changed), then it;
 `eval` and the whole run end with the report.
@@ -47,6 +50,7 @@ class Stage:
 
 
 EVAL = "recipes/eval/demo.yaml"
+EVAL_RL = "recipes/eval/demo-rl.yaml"
 STAGES = (
     Stage("data", "recipes/data/demo.yaml", (("demo.data", "recipes/data/demo.yaml"),),
           ("data/demo/manifest.json", "data/demo/pool.jsonl", "data/demo/heldout.jsonl", "data/demo/base_train.jsonl",
@@ -57,8 +61,11 @@ STAGES = (
           ("runs/demo/curate/report.md",)),
     Stage("sft", "recipes/sft/demo.yaml", (("sft", "recipes/sft/demo.yaml"),),
           ("runs/demo/sft/model/train_report.json",), ("runs/demo/sft",)),
-    Stage("eval", EVAL, (("evals", EVAL), ("evals", "recipes/eval/demo-base.yaml")),
-          ("runs/demo/eval/sft/summary.json", "runs/demo/eval/base/summary.json"), ("runs/demo/eval",)),
+    Stage("rl", "recipes/rl/demo.yaml", (("demo.splits", "data/demo"), ("rl", "recipes/rl/demo.yaml")),
+          ("runs/demo/rl/final/config.json", "data/demo/rl_train.jsonl"), ("runs/demo/rl",)),
+    Stage("eval", EVAL, (("evals", EVAL), ("evals", "recipes/eval/demo-base.yaml"), ("evals", EVAL_RL)),
+          ("runs/demo/eval/sft/summary.json", "runs/demo/eval/base/summary.json", "runs/demo/eval/rl/summary.json"),
+          ("runs/demo/eval",)),
 )  # fmt: skip
 
 
@@ -119,7 +126,8 @@ def run(target: str) -> None:
         write_json(STATE, state)
         write_json(TIMINGS, timings)
     if target in ("eval", "report", "all"):
-        path, headline = write_report(RUN_DIR, RUN_DIR / "eval/base", RUN_DIR / "eval/sft", timings)
+        evaluated = RUN_DIR / "eval"
+        path, headline = write_report(RUN_DIR, evaluated / "base", evaluated / "sft", timings, evaluated / "rl")
         print(f"\n{headline}\n\nreport: {path}")
 
 

@@ -1,8 +1,9 @@
 """The demo's report: the base and fine-tuned models side by side, from the evaluation summaries.
 
 It reads what `evals` wrote for each model (summary.json), and the timings `python -m demo` kept,
-and writes report.md (the headline table, what the run shows, and the time and memory per stage)
-and demo.png (accuracy against the thinking budget for both models).
+and writes report.md (the headline table, what the run shows, and the time and memory per stage),
+demo.png (accuracy against the thinking budget for both models) and, when the LCPO model was
+evaluated, demo-l1.png (s1's budget forcing against L1's length prompt; demo.compare).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from . import compare  # noqa: E402
 
 BENCHMARK = "demo"
 MAX_METHOD = "budget_forcing"  # the recipe's label of the maximum-budget sweep
@@ -101,21 +104,33 @@ def plot(base: dict[str, Any], tuned: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(out_dir: Path, base_dir: Path, tuned_dir: Path, timings: dict[str, Any]) -> tuple[Path, str]:
-    """report.md and demo.png in `out_dir`; returns the report's path and its headline table."""
+def write_report(
+    out_dir: Path, base_dir: Path, tuned_dir: Path, timings: dict[str, Any], lcpo_dir: Path | None = None
+) -> tuple[Path, str]:
+    """report.md and demo.png in `out_dir` (and demo-l1.png with the LCPO model's evaluation in
+    `lcpo_dir`); returns the report's path and its headline tables."""
     base, tuned = load(base_dir), load(tuned_dir)
+    lcpo = load(lcpo_dir) if lcpo_dir is not None and (lcpo_dir / "summary.json").is_file() else None
     headline = table({"base": {MAX_METHOD: base[MAX_METHOD]}, "SFT": {MAX_METHOD: tuned[MAX_METHOD]}})
     plot(base, tuned, out_dir / "demo.png")
     shown = findings(base, tuned)
     lines = ["# Demo report", "", *[f"- {line}" for line in shown], "", "![accuracy](demo.png)", ""]
     lines += ["## Budget forcing, base and fine-tuned", "", *headline, ""]
+    if lcpo is not None:
+        compare.plot(tuned, lcpo, out_dir / "demo-l1.png")
+        l1_shown, l1_table = compare.findings(tuned, lcpo), compare.table(tuned, lcpo)
+        lines += ["## s1 against L1: budget forcing and LCPO", "", *[f"- {line}" for line in l1_shown], ""]
+        lines += ["![s1 against L1](demo-l1.png)", "", *l1_table, ""]
+        lines += ["## Every method, LCPO model", "", *table({"LCPO": lcpo}), ""]
+        shown, headline = shown + l1_shown, headline + [""] + l1_table
     lines += ["## Every method, fine-tuned model", "", *table({"SFT": tuned}), ""]
     lines += ["## Time and memory per stage", "", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
     for stage, t in timings.items():
         lines.append(f"| {stage} | {t['seconds']:.0f} | {t['peak_rss_mb']:.0f} |")
     total = sum(t["seconds"] for t in timings.values())
     lines += [f"| total | {total:.0f} | |", ""]
-    lines += [f"Evaluation folders: `{tuned_dir}` (fine-tuned), `{base_dir}` (base)."]
+    lines += [f"Evaluation folders: `{tuned_dir}` (fine-tuned), `{base_dir}` (base)"
+              + (f", `{lcpo_dir}` (LCPO)." if lcpo is not None else ".")]  # fmt: skip
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path, "\n".join(shown + [""] + headline)
