@@ -29,9 +29,17 @@ RECIPES = {
     "sft/demo.yaml": {"training": {"max_steps": 3, "save_steps": 2}},
     "eval/demo.yaml": {"methods": [{"method": "budget_forcing", "budgets": [8, 32]},
                                    {"method": "budget_forcing", "label": "wait", "num_ignore": [0, 1]},
-                                   {"method": "class_conditional"}],
+                                   {"method": "class_conditional"},
+                                   {"method": "length_prompt", "mode": "exact", "budgets": [8, 32]}],
                        "max_tokens": 96},
     "eval/demo-base.yaml": {"methods": [{"method": "budget_forcing", "budgets": [8, 32]}], "max_tokens": 96},
+    "rl/demo.yaml": {"prompts": {"min_budget": 8, "max_budget": 32},
+                     "trainer": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+                                 "max_completion_length": 24}},
+    "eval/demo-rl.yaml": {"methods": [{"method": "length_prompt", "mode": "exact", "budgets": [8, 32]},
+                                      {"method": "length_prompt", "mode": "exact", "forcing": True,
+                                       "budgets": [8, 32]}],
+                          "max_tokens": 96},
 }  # fmt: skip
 
 
@@ -104,20 +112,31 @@ def test_demo_end_to_end_shortened(tmp_path: Path):
     assert "| demo-base |" in (curate / "report.md").read_text()
 
     assert json.loads((tmp_path / "runs/demo/sft/model/train_report.json").read_text())["data"]["rows"] == len(curated)
+    # LCPO trained from the fine-tuned model on pool questions that are not held out.
+    heldout = {json.loads(line)["question"] for line in (tmp_path / "data/demo/heldout.jsonl").read_text().splitlines()}
+    for name in ("rl_train", "rl_val"):
+        rows = [json.loads(line) for line in (tmp_path / f"data/demo/{name}.jsonl").read_text().splitlines()]
+        assert rows and not {r["question"] for r in rows} & heldout
+    history = json.loads((tmp_path / "runs/demo/rl/log_history.json").read_text())
+    assert any("lcpo/length_error" in entry for entry in history)
+    assert (tmp_path / "runs/demo/rl/final/config.json").is_file()
     for model in ("sft", "base"):
         summary = json.loads((tmp_path / f"runs/demo/eval/{model}/summary.json").read_text())
         sweep = summary["benchmarks"]["demo"]["budget_forcing"]
         assert [p["budget"] for p in sweep["points"]] == [8, 32] and sweep["control"] == 1.0
+    lcpo = json.loads((tmp_path / "runs/demo/eval/rl/summary.json").read_text())["benchmarks"]["demo"]
+    assert lcpo["length_prompt_exact"]["points"][0]["length_abs_error"] is not None
     report = (tmp_path / "runs/demo/report.md").read_text()
     assert "Control of budget forcing: 100.0%" in report and (tmp_path / "runs/demo/demo.png").stat().st_size > 0
+    assert "## s1 against L1" in report and (tmp_path / "runs/demo/demo-l1.png").stat().st_size > 0
     timings = json.loads((tmp_path / "runs/demo/timings.json").read_text())
-    assert list(timings) == ["data", "base", "curate", "sft", "eval"]
+    assert list(timings) == ["data", "base", "curate", "sft", "rl", "eval"]
     assert "report: runs/demo/report.md" in done.stdout
 
     # A second run finds every stage done and only rewrites the report.
     again = subprocess.run([sys.executable, "-m", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)  # fmt: skip
-    assert again.returncode == 0 and again.stdout.count(": done (recipe unchanged)") == 5, again.stdout[-2000:]
+    assert again.returncode == 0 and again.stdout.count(": done (recipe unchanged)") == 6, again.stdout[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -189,3 +208,60 @@ def test_difficulty_asks_the_base_model_as_the_evaluation_does():
     question = "Arithmetic: add 9, 2 times, and give the last digit. Start at 70."
     asked = user_prompt({"question": question, "kind": "math"}, difficulty.prompts)[0]["content"]
     assert asked == user_message(evaluation, Problem("demo", "q", question, "8", "math"), "") == question
+
+
+def test_lcpo_questions_leave_out_the_held_out_set_and_the_flawed_rows(tmp_path: Path):
+    from demo.splits import main as splits
+
+    held = "Arithmetic: add 9, 2 times, and give the last digit. Start at 70."
+    pool = [{"id": f"p{i}", "question": f"Counting: how many multiples of {i} are there up to 90?", "answer": "1",
+             "domain": "counting", "level": 1, "flaw": ""} for i in range(2, 22)]  # fmt: skip
+    pool += [
+        {**pool[0], "id": "leak", "question": held, "flaw": "leaked"},
+        {**pool[0], "id": "unmarked", "question": held + " ", "flaw": ""},  # held out, though not marked
+        {**pool[1], "id": "copy"},  # a second copy of p3's question
+        {**pool[2], "id": "blank", "question": "Base conversion: in base 2, write 9.", "answer": ""},
+        {**pool[3], "id": "figure", "question": "Base conversion: in base 3, write 9.", "flaw": "image reference"},
+    ]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+    (tmp_path / "heldout.jsonl").write_text(json.dumps({"id": "h0", "question": held, "answer": "8"}) + "\n")
+    assert splits([str(tmp_path), "--validation", "0.25"]) == 0
+    train, val = ([json.loads(line) for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()]
+                  for n in ("rl_train", "rl_val"))  # fmt: skip
+    assert (len(train), len(val)) == (15, 5)
+    assert sorted(r["id"] for r in train + val) == sorted(f"p{i}" for i in range(2, 22))
+    assert splits([str(tmp_path), "--validation", "2"]) == 2
+
+
+def _points(accuracies: list[float], deviations: list[float] | None = None) -> dict:
+    points = []
+    for i, accuracy in enumerate(accuracies):
+        point = {"budget": 16 * 2**i, "accuracy": accuracy, "runs": 200, "length_abs_error": 0.0}
+        if deviations:
+            point["length_abs_error"] = deviations[i]
+        points.append(point)
+    return {"points": points}
+
+
+@pytest.mark.parametrize(
+    ("lcpo", "forcing", "expected"),
+    [
+        (
+            _points([0.3, 0.4, 0.5], [0.05, 0.1, 0.12]),
+            [0.2, 0.4, 0.6],
+            ["after LCPO: 0.09", "meets", "at least as accurate"],
+        ),
+        (
+            _points([0.3, 0.39, 0.5], [0.3, 0.1, 0.12]),
+            [0.2, 0.4, 0.6],
+            ["after LCPO: 0.17", "misses", "less accurate", "-1.0 points"],
+        ),
+    ],
+)
+def test_l1_findings_judge_the_targets(lcpo: dict, forcing: list[float], expected: list[str]):
+    from demo.compare import findings
+
+    tuned = {"budget_forcing": _points(forcing), "length_prompt_exact": _points([0.1] * 3, [0.5, 0.5, 0.8])}
+    text = " ".join(findings(tuned, {"length_prompt_exact": lcpo}))
+    assert all(phrase in text for phrase in expected), text
+    assert "before LCPO: 0.60" in text
