@@ -217,8 +217,8 @@ def test_lcpo_questions_leave_out_the_held_out_set_and_the_flawed_rows(tmp_path:
     pool = [{"id": f"p{i}", "question": f"Counting: how many multiples of {i} are there up to 90?", "answer": "1",
              "domain": "counting", "level": 1, "flaw": ""} for i in range(2, 22)]  # fmt: skip
     pool += [
+        {**pool[0], "id": "unmarked", "question": held, "flaw": ""},  # held out, though not marked as leaked
         {**pool[0], "id": "leak", "question": held, "flaw": "leaked"},
-        {**pool[0], "id": "unmarked", "question": held + " ", "flaw": ""},  # held out, though not marked
         {**pool[1], "id": "copy"},  # a second copy of p3's question
         {**pool[2], "id": "blank", "question": "Base conversion: in base 2, write 9.", "answer": ""},
         {**pool[3], "id": "figure", "question": "Base conversion: in base 3, write 9.", "flaw": "image reference"},
