@@ -36,9 +36,7 @@ RECIPES = {
     "rl/demo.yaml": {"prompts": {"min_budget": 8, "max_budget": 32},
                      "trainer": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
                                  "max_completion_length": 24}},
-    "eval/demo-rl.yaml": {"methods": [{"method": "length_prompt", "mode": "exact", "budgets": [8, 32]},
-                                      {"method": "length_prompt", "mode": "exact", "forcing": True,
-                                       "budgets": [8, 32]}],
+    "eval/demo-rl.yaml": {"methods": [{"method": "length_prompt", "mode": "exact", "budgets": [8, 32]}],
                           "max_tokens": 96},
 }  # fmt: skip
 
