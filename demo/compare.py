@@ -76,20 +76,18 @@ def table(tuned: dict[str, Any], lcpo: dict[str, Any]) -> list[str]:
     forced, prompted = by_budget(tuned[FORCING]), by_budget(lcpo[PROMPTED])
     both = by_budget(lcpo[PROMPTED_FORCED]) if PROMPTED_FORCED in lcpo else {}
     before = by_budget(tuned[PROMPTED]) if PROMPTED in tuned else {}
-    lines = [
-        "| N | s1 forcing: accuracy % | thinking | L1 (LCPO): accuracy % | thinking | completion | "
-        "deviation signed / abs | L1 + forcing: accuracy % | before LCPO: accuracy % | deviation abs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ("| N | s1 forcing: accuracy % | thinking | L1 (LCPO): accuracy % | thinking | completion | "
+            "deviation signed / abs | before LCPO: accuracy % | deviation abs |")  # fmt: skip
+    lines = [head + (" L1 + forcing: accuracy % |" if both else ""), "|---" * (10 if both else 9) + "|"]
     for n in sorted(set(forced) & set(prompted)):
-        s, p = forced[n], prompted[n]
-        b, f = before.get(n), both.get(n)
-        lines.append(
+        s, p, b = forced[n], prompted[n], before.get(n)
+        row = (
             f"| {n} | {pct(s['accuracy'])} | {s['thinking_tokens']['mean']:.0f} | {pct(p['accuracy'])} | "
             f"{p['thinking_tokens']['mean']:.0f} | {p['completion_tokens']['mean']:.0f} | "
-            f"{p['length_deviation']:+.2f} / {p['length_abs_error']:.2f} | {pct(f['accuracy'] if f else None)} | "
-            f"{pct(b['accuracy'] if b else None)} | {'–' if b is None else format(b['length_abs_error'], '.2f')} |"
+            f"{p['length_deviation']:+.2f} / {p['length_abs_error']:.2f} | {pct(b['accuracy'] if b else None)} | "
+            f"{'–' if b is None else format(b['length_abs_error'], '.2f')} |"
         )
+        lines.append(row + (f" {pct(both[n]['accuracy'] if n in both else None)} |" if both else ""))
     return lines
 
 
