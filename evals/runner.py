@@ -379,7 +379,7 @@ def _run_pending(
             answers = [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD")
                        for j, r in zip(group, records, strict=True)]  # fmt: skip
             judged = judge_records(judge, group, records)
-            for record, verdict, judged_one in zip(records, grader.grade(answers), judged, strict=True):
+            for job, record, verdict, judged_one in zip(group, records, grader.grade(answers), judged, strict=True):
                 record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
                 record["judge"] = judged_one
                 if judged_one is not None:  # s1's grading decides; math-verify's verdict is kept beside it
@@ -388,7 +388,7 @@ def _run_pending(
                 if not record["fits"]:  # no draw fitted the budget: the question counts as failed
                     record.update(correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts")
                 elif record["unanswered"] and not record["correct"]:
-                    record["reason"] = f"no answer: thinking reached the generation window ({recipe.max_tokens} tokens)"
+                    record["reason"] = f"no answer: thinking reached the generation window ({job.max_tokens} tokens)"
                 elif record["truncated"] and not record["correct"]:
                     where = "max_answer_tokens" if record["finish_reason"] == "max_answer" else "the generation window"
                     record["reason"] = f"answer truncated at {where}; {verdict.reason}"
