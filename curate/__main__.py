@@ -9,7 +9,7 @@ import datasets
 
 from decode import ModelLoadError, load_tokenizer
 from decode.generate import check_source
-from decode.preflight import template_kwargs_problem
+from decode.prepare.preflight import template_kwargs_problem
 
 from .domains import DomainSettings
 from .generation import ModelSpec

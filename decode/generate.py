@@ -11,16 +11,16 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .arguments import check_generate_arguments
-from .budget import Budget
-from .dtype import DtypeError, resolve_dtype, torch_dtype
-from .formats import ThinkingFormat, get_format
-from .hf import BudgetForcing, check_generation_defaults, default_max_new_tokens
-from .plain import check_plain_budget, plain_generate
-from .preflight import model_folder_problem, role_problem, template_kwargs_problem
-from .reprompt import hf_engine, reprompt_generate
-from .result import BudgetResult, to_result
-from .sampling import Sampling
+from .hf.processor import BudgetForcing, check_generation_defaults, default_max_new_tokens
+from .prepare.dtype import DtypeError, resolve_dtype, torch_dtype
+from .prepare.preflight import model_folder_problem, role_problem, template_kwargs_problem
+from .reprompt.loop import hf_engine, reprompt_generate
+from .reprompt.plain import check_plain_budget, plain_generate
+from .rules.arguments import check_generate_arguments
+from .rules.budget import Budget
+from .rules.formats import ThinkingFormat, get_format
+from .rules.result import BudgetResult, to_result
+from .rules.sampling import Sampling
 
 Prompt = str | Sequence[dict[str, str]]
 BACKENDS = ("hf", "vllm", "openai")
@@ -474,7 +474,7 @@ def _generate_elsewhere(
             f"(repetition_penalty={sampling.repetition_penalty}); use backend 'hf', or a Sampling without it"
         )
     if backend == "vllm":
-        from .vllm import load_llm, vllm_engine, vllm_generate
+        from .vllm.engine import load_llm, vllm_engine, vllm_generate
 
         if model_path is not None:
             check_source(model_path, "model")
@@ -499,7 +499,7 @@ def _generate_elsewhere(
             return vllm_generate(model, rows, tokens, chunk, caps, sampling=sampling, seed=first_seed, forcing=forcing)
 
     else:
-        from .openai_client import CompletionsClient, client_engine, server_generate
+        from .openai_client.client import CompletionsClient, client_engine, server_generate
 
         if tokenizer is None:
             raise ValueError("backend 'openai' needs the model's tokenizer (a path or object): prompts go as token ids")
@@ -547,7 +547,7 @@ def _honours_penalty(backend: str) -> bool:
     """Whether the backend applies `Sampling.repetition_penalty` to the proposals (it must never drop it)."""
     if backend != "vllm":
         return False  # the HTTP client sends no penalty
-    from .vllm import vllm_sampling_params
+    from .vllm.engine import vllm_sampling_params
 
     # The adapter passes it on (vLLM then refuses it where its engine cannot put it into the proposal).
     return vllm_sampling_params(Sampling(repetition_penalty=2.0), 1, None).repetition_penalty == 2.0

@@ -813,7 +813,7 @@ def saved_partial(tmp_path, lines: list) -> tuple[list[str], Path]:
     import dataclasses
 
     from decode.cli import _fingerprint, _sampling, build_parser
-    from decode.dtype import resolve_dtype
+    from decode.prepare.dtype import resolve_dtype
 
     model = model_folder(tmp_path / "model")
     rows = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a", "id": 1}, {"prompt": "b", "id": 2}])

@@ -38,20 +38,20 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
 
-from .budget import Budget
-from .formats import FormatTokens
-from .replay import ReplayError, replay
-from .reprompt import Continuation, Engine, reprompt_generate
-from .request_args import to_request_args
-from .sampling import Sampling
-from .state import BudgetSummary
-from .vllm_requests import GREEDY_EPS, eos_token_ids, has_v1_runner, sampling_of, validate
-from .vllm_v2 import V2BudgetForcingProcessor
+from ..reprompt.loop import Continuation, Engine, reprompt_generate
+from ..rules.budget import Budget
+from ..rules.formats import FormatTokens
+from ..rules.replay import ReplayError, replay
+from ..rules.request_args import to_request_args
+from ..rules.sampling import Sampling
+from ..rules.state import BudgetSummary
+from .admission import GREEDY_EPS, eos_token_ids, has_v1_runner, sampling_of, validate
+from .v2 import V2BudgetForcingProcessor
 
 if has_v1_runner():  # vLLM 0.32, 0.33
     from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 
-    from .vllm_v1 import V1BudgetForcingProcessor
+    from .v1 import V1BudgetForcingProcessor
 
     _INTERFACES: tuple[type, ...] = (V1LogitsProcessor, V2LogitsProcessor)
 else:  # vLLM 0.34 removed Model Runner V1 and its processor interface

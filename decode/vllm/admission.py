@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from vllm import SamplingParams
 
-from .budget import Budget
-from .formats import FormatTokens, ThinkingFormat
-from .generate import folder_eos_ids
-from .hf import DEFAULT_MAX_NEW_TOKENS
-from .request_args import from_request_args
-from .sampling import Sampling
-from .state import BudgetState
+from ..generate import folder_eos_ids
+from ..hf.processor import DEFAULT_MAX_NEW_TOKENS
+from ..rules.budget import Budget
+from ..rules.formats import FormatTokens, ThinkingFormat
+from ..rules.request_args import from_request_args
+from ..rules.sampling import Sampling
+from ..rules.state import BudgetState
 
 logger = logging.getLogger("decode.vllm")
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from .budget import Budget
-from .formats import FormatTokens
-from .hf import RowPenalty, check_generation_defaults, explicit_generation_config
-from .sampling import Sampling
-from .state import BudgetState, BudgetSummary
+from ..hf.processor import RowPenalty, check_generation_defaults, explicit_generation_config
+from ..rules.budget import Budget
+from ..rules.formats import FormatTokens
+from ..rules.sampling import Sampling
+from ..rules.state import BudgetState, BudgetSummary
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .budget import Budget
-from .reprompt import Continuation, Engine
-from .result import BudgetResult
-from .state import FINISH_EOS, FINISH_LENGTH, FINISH_MAX_ANSWER
+from ..rules.budget import Budget
+from ..rules.result import BudgetResult
+from ..rules.state import FINISH_EOS, FINISH_LENGTH, FINISH_MAX_ANSWER
+from .loop import Continuation, Engine
 
 DEFAULT_PLAIN_MAX_NEW_TOKENS = 4096
 

@@ -33,11 +33,11 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from .budget import Budget
-from .formats import FormatTokens, ThinkingFormat, get_format
-from .result import BudgetResult, to_result
-from .sampling import Sampling, first_argmax
-from .state import BudgetState
+from ..rules.budget import Budget
+from ..rules.formats import FormatTokens, ThinkingFormat, get_format
+from ..rules.result import BudgetResult, to_result
+from ..rules.sampling import Sampling, first_argmax
+from ..rules.state import BudgetState
 
 DEFAULT_MAX_NEW_TOKENS = 32768  # s1's cap on a whole completion when a budget leaves it open
 
