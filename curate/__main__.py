@@ -8,7 +8,7 @@ import sys
 import datasets
 
 from decode import ModelLoadError, load_tokenizer
-from decode.generate import check_source
+from decode.prepare.loading import check_source
 from decode.prepare.preflight import template_kwargs_problem
 
 from .domains import DomainSettings

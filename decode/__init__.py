@@ -5,8 +5,10 @@ results = generate(model, tokenizer, ["What is 2+2?"], format="s1",
                    budget=Budget(max_thinking_tokens=512, min_thinking_tokens=128))
 """
 
-from .generate import ModelLoadError, PromptError, generate, load_model, load_tokenizer, prompt_ids, prompt_text
+from .generate import generate
 from .hf.processor import BudgetForcing, BudgetForcingLogitsProcessor, BudgetStoppingCriteria
+from .prepare.loading import ModelLoadError, load_model, load_tokenizer
+from .prepare.prompts import PromptError, prompt_ids, prompt_text
 from .rules.budget import Budget, BudgetError
 from .rules.formats import PRESETS, FormatError, FormatTokens, ThinkingFormat, get_format
 from .rules.reference import model_next_logits, reference_generate

@@ -34,20 +34,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .generate import (
-    ModelLoadError,
-    PromptError,
-    check_source,
-    context_length,
-    generate,
-    load_model,
-    load_tokenizer,
-    read_model_config,
-    tokenize_prompts,
-    windows_of,
-)
+from .generate import generate
 from .openai_client.client import ClientSettingsError, ServerError
 from .prepare.dtype import model_dtype, resolve_dtype
+from .prepare.loading import ModelLoadError, check_source, load_model, load_tokenizer
+from .prepare.model_config import read_model_config
 from .prepare.preflight import (
     device_problem,
     loads_unique,
@@ -57,6 +48,7 @@ from .prepare.preflight import (
     template_kwargs_problem,
     vocabulary_problem,
 )
+from .prepare.prompts import PromptError, context_length, tokenize_prompts, windows_of
 from .rules.budget import Budget, BudgetError
 from .rules.formats import FormatError, get_format
 from .rules.result import BudgetResult

@@ -7,7 +7,7 @@ import json
 import sys
 
 from decode import BudgetError, FormatError, ModelLoadError
-from decode.generate import check_source
+from decode.prepare.loading import check_source
 from decode.prepare.preflight import device_problem
 
 from .benchmarks import BenchmarkError

@@ -31,8 +31,9 @@ from typing import Any
 from tqdm import tqdm
 
 from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
-from decode.generate import check_source, read_model_config
 from decode.prepare.dtype import resolve_dtype
+from decode.prepare.loading import check_source
+from decode.prepare.model_config import read_model_config
 from decode.prepare.preflight import (
     device_problem,
     folder_writable_problem,

@@ -2,19 +2,9 @@
 backend on a `vllm.LLM`. `decode.vllm:VLLMBudgetForcingProcessor` is the name vLLM loads the processor by
 (`--logits-processors`, and this package's `vllm.logits_processors` entry point)."""
 
-from .engine import (
-    GREEDY_EPS,
-    QUALIFIED_NAME,
-    VLLMBudgetForcingProcessor,
-    eos_token_ids,
-    has_processor,
-    load_llm,
-    release_llms,
-    sampling_of,
-    vllm_engine,
-    vllm_generate,
-    vllm_sampling_params,
-)
+from .admission import GREEDY_EPS, eos_token_ids, sampling_of
+from .engine import has_processor, load_llm, release_llms, vllm_engine, vllm_generate, vllm_sampling_params
+from .processor import QUALIFIED_NAME, VLLMBudgetForcingProcessor
 
 __all__ = [
     "GREEDY_EPS",

@@ -20,9 +20,8 @@ from typing import Any
 import torch
 from vllm import SamplingParams
 
-from ..generate import folder_eos_ids
-from ..hf.processor import DEFAULT_MAX_NEW_TOKENS
-from ..rules.budget import Budget
+from ..prepare.model_config import folder_eos_ids
+from ..rules.budget import DEFAULT_MAX_NEW_TOKENS, Budget
 from ..rules.formats import FormatTokens, ThinkingFormat
 from ..rules.request_args import from_request_args
 from ..rules.sampling import Sampling
