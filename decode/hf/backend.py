@@ -50,7 +50,7 @@ def hf_backend(
     fmt = None if format is None else get_format(format)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = eos_ids(model, tokenizer)
+    eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
     if fmt is None:
         check_chats(tokenizer, prompts, template_kwargs)
         rows = [prompt_ids(tokenizer, p, None, template_kwargs) for p in prompts]

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 
-def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """End-of-sequence ids of the tokenizer and the model's generation config, merged."""
+def eos_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """End-of-sequence ids of the tokenizer and a generation config (a loaded model's, or a model
+    folder's from `folder_generation_config`), merged: the ids every engine stops at."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    config_eos = getattr(generation_config, "eos_token_id", None)
     if isinstance(config_eos, int):
         ids.add(config_eos)
     elif config_eos:
@@ -20,20 +21,20 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
 def folder_eos_ids(model_path: str | None, tokenizer: Any) -> list[int]:
     """End-of-sequence ids of a model folder: the tokenizer's and its generation config's (those vLLM
     stops at, and those an HTTP client must agree on with a server)."""
-    return sorted(set(eos_ids(None, tokenizer)) | set(_config_eos(model_path)))
+    return eos_ids(tokenizer, folder_generation_config(model_path))
 
 
-def _config_eos(model_path: str | None) -> list[int]:
-    """End-of-sequence ids in a model folder's generation config (vLLM stops at them too)."""
+def folder_generation_config(model_path: str | None) -> Any:
+    """A model folder's generation config (vLLM stops at its end-of-sequence ids too), or None where
+    there is none."""
     if not model_path:
-        return []
+        return None
     from transformers import GenerationConfig
 
     try:
-        config_eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+        return GenerationConfig.from_pretrained(model_path)
     except (OSError, ValueError):
-        return []
-    return [config_eos] if isinstance(config_eos, int) else list(config_eos or [])
+        return None
 
 
 def read_model_config(model_path: str | None) -> Any:

@@ -2,7 +2,7 @@
 backend on a `vllm.LLM`. `decode.vllm:VLLMBudgetForcingProcessor` is the name vLLM loads the processor by
 (`--logits-processors`, and this package's `vllm.logits_processors` entry point)."""
 
-from .admission import GREEDY_EPS, eos_token_ids, sampling_of
+from .admission import GREEDY_EPS, sampling_of
 from .engine import has_processor, load_llm, release_llms, vllm_engine, vllm_generate, vllm_sampling_params
 from .processor import QUALIFIED_NAME, VLLMBudgetForcingProcessor
 
@@ -10,7 +10,6 @@ __all__ = [
     "GREEDY_EPS",
     "QUALIFIED_NAME",
     "VLLMBudgetForcingProcessor",
-    "eos_token_ids",
     "has_processor",
     "load_llm",
     "release_llms",

@@ -50,9 +50,6 @@ def claim_engine(vllm_config: Any, processor: object) -> bool:
     return True
 
 
-eos_token_ids = folder_eos_ids  # the ids vLLM stops at: the tokenizer's and the generation config's
-
-
 def sampling_of(params: SamplingParams) -> Sampling:
     """The request's sampling settings as the proposal uses them."""
     if params.temperature < GREEDY_EPS:
@@ -216,7 +213,7 @@ class Admission:
 
     def eos_ids(self) -> list[int]:
         if self._eos is None:
-            self._eos = eos_token_ids(self.model_path, self.tokenizer())
+            self._eos = folder_eos_ids(self.model_path, self.tokenizer())
         return self._eos
 
     def tokenizer(self) -> Any:
