@@ -12,7 +12,7 @@ import yaml
 
 from decode import FormatError, Sampling, get_format
 from decode.generate import BACKENDS, FORCING
-from decode.preflight import device_problem
+from decode.prepare.preflight import device_problem
 
 from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
 from .inputs import (

@@ -11,7 +11,7 @@ but other settings is refused, with the settings that differ named, so that reco
 different settings are never mixed; benchmarks, methods, points, samples and questions (a larger
 `limit`) may be added, and run as new records.
 
-A model is known by what it is, not where it lives: `decode.preflight.model_fingerprint` of its files
+A model is known by what it is, not where it lives: `decode.prepare.preflight.model_fingerprint` of its files
 (config, tokenizer, index and the weights' sizes, headers and samples) is in `run.json` and in every
 record's settings (`model`), so weights replaced under the same path are refused by name on resume.
 Everything that can be checked without the model (the device, the model folder's files, the output
@@ -31,9 +31,10 @@ from typing import Any
 from tqdm import tqdm
 
 from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
-from decode.dtype import resolve_dtype
-from decode.generate import check_source, read_model_config
-from decode.preflight import (
+from decode.prepare.dtype import resolve_dtype
+from decode.prepare.loading import check_source
+from decode.prepare.model_config import read_model_config
+from decode.prepare.preflight import (
     device_problem,
     folder_writable_problem,
     model_fingerprint,

@@ -26,7 +26,7 @@ from typing import Any
 import datasets
 
 from decode import FormatError, ThinkingFormat, get_format, prompt_ids
-from decode.preflight import role_problem, template_kwargs_problem
+from decode.prepare.preflight import role_problem, template_kwargs_problem
 from evals.benchmarks import read_file_rows, read_json_lines
 from evals.inputs import prepare_hub_datasets, read_utf8
 

@@ -88,7 +88,10 @@ class BudgetState:
     def suppresses_end(self, proposal: int) -> bool:
         """Whether `proposal` is an end of thinking that rule 2 refuses with nothing in its place (an empty
         wait string): the adapter then calls `suppress_end` and proposes again without the end tokens."""
-        return not self.tokens.wait and int(proposal) in self.tokens.stops_thinking and self.replaces_end()
+        if self.tokens.wait or not self.thinking_phase:
+            return False
+        replaced, by_wait = self._replaced()
+        return by_wait and int(proposal) in replaced
 
     def suppress_end(self) -> None:
         """Rule 2 with an empty wait string: one ignore is used, and no token is emitted for it."""
@@ -129,15 +132,21 @@ class BudgetState:
         """The proposals rule 2 or 3 would replace now, and the first token emitted in their place: in
         thinking, every end of thinking by the wait string while it applies, else an end-of-sequence
         by the closing string. Outside thinking, nothing (the replacement is then meaningless)."""
-        tokens = self.tokens
         if not self.thinking_phase:
             return frozenset(), -1
+        replaced, by_wait = self._replaced()
+        if by_wait and not self.tokens.wait:
+            raise ValueError("an empty wait string needs an engine that proposes again without the end tokens "
+                             "(the transformers backend); this engine replaces them by a token")  # fmt: skip
+        return replaced, self.tokens.wait[0] if by_wait else self.tokens.close[0][0]
+
+    def _replaced(self) -> tuple[frozenset[int], bool]:
+        """Rules 2 and 3 in thinking, the one place they are stated: the proposals replaced now, and
+        whether by the wait string (rule 2: every end of thinking while it applies) or else by the
+        closing string (rule 3: an end-of-sequence that is not itself an end token)."""
         if self.replaces_end():
-            if not tokens.wait:
-                raise ValueError("an empty wait string needs an engine that proposes again without the end tokens "
-                                 "(the transformers backend); this engine replaces them by a token")  # fmt: skip
-            return tokens.stops_thinking, tokens.wait[0]
-        return tokens.eos - tokens.end, tokens.close[0][0]
+            return self.tokens.stops_thinking, True
+        return self.tokens.eos - self.tokens.end, False
 
     def free_run(self) -> int:
         """How many of the next tokens the model chooses with no rule able to act on them, unless one of
@@ -198,9 +207,10 @@ class BudgetState:
     def _apply_rules(self, proposal: int) -> tuple[int, Role]:
         if not self.thinking_phase:
             return proposal, Role.ANSWER
-        if proposal not in self.tokens.stops_thinking:
-            return proposal, Role.THOUGHT
-        if self.replaces_end():  # rule 2
+        replaced, by_wait = self._replaced()
+        if proposal not in replaced:  # rule 3: a thought, or a natural end of thinking
+            return proposal, Role.END if proposal in self.tokens.end else Role.THOUGHT
+        if by_wait:  # rule 2
             if not self.tokens.wait:
                 raise ValueError("an end of thinking proposed under rule 2 with an empty wait string: the adapter "
                                  "must call suppress_end() and propose again without the end tokens")  # fmt: skip
@@ -208,8 +218,6 @@ class BudgetState:
             self.waits += 1
             self._queue.extend((t, Role.WAIT) for t in self.tokens.wait[1:])
             return self.tokens.wait[0], Role.WAIT
-        if proposal in self.tokens.end:  # rule 3: a natural end of thinking
-            return proposal, Role.END
         return self._start_forced(self.tokens.close)  # rule 3: end-of-sequence inside thinking
 
     def _force_end(self) -> None:  # rule 1

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .formats import FormatTokens
+
+DEFAULT_MAX_NEW_TOKENS = 32768  # s1's cap on a whole completion when a budget leaves it open
+
 
 class BudgetError(ValueError):
     """A budget that cannot be honoured (negative, or a minimum above the maximum)."""
@@ -54,3 +58,11 @@ class Budget:
         """Build from a mapping that may hold other keys (an input row, a recipe section)."""
         known = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
         return cls(**{k: values[k] for k in known if k in values})
+
+
+def default_max_new_tokens(tokens: FormatTokens, budget: Budget) -> int:
+    """The longest completion `budget` allows, or DEFAULT_MAX_NEW_TOKENS when it is unbounded."""
+    if budget.max_thinking_tokens is None or budget.max_answer_tokens is None:
+        return DEFAULT_MAX_NEW_TOKENS
+    closing = max(len(tokens.force), len(tokens.close))
+    return max(1, budget.max_thinking_tokens + closing + budget.max_answer_tokens)
