@@ -39,7 +39,7 @@ from .select import select
 from .teacher_grade import teacher_grade
 from .traces import traces
 
-VERSION = 2  # bump when a stage's behaviour changes, so old cached outputs are not reused
+VERSION = 3  # bump when a stage's behaviour changes, so old cached outputs are not reused
 NOTE_COLUMN = {"difficulty": "reference_correct", "select": "selected_by", "domains": "domain",
                "teacher_grade": "teacher_correct"}  # fmt: skip
 
