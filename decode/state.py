@@ -20,8 +20,9 @@ step) uses its end token for every marker, so the token after it decides:
 4. An end token in thinking is emitted as thinking. If the model then proposes the close string's
    rest ("answer"), thinking ended at that end token; with `end_at_zero_steps`, a proposal of the
    zero-steps marker ("0") is replaced by the close string's rest, which ends thinking there (s1
-   stopped at `<|im_start|>0` and appended `answer`). Anything else is a step marker: thinking goes
-   on. Minimum budgets and ignores are refused with steps (s1 ran none).
+   stopped at `<|im_start|>0` and appended `answer`); an end-of-sequence there is replaced the same
+   way, as rule 3 would close thinking. Anything else is a step marker: thinking goes on. Minimum
+   budgets and ignores are refused with steps (s1 ran none).
 """
 
 from __future__ import annotations
@@ -145,9 +146,10 @@ class BudgetState:
         tokens = self.tokens
         if not self.thinking_phase:
             return frozenset(), -1
-        if self._marker and self.budget.end_at_zero_steps and tokens.step_zero is not None:
-            assert tokens.answer_head is not None
-            return frozenset({tokens.step_zero}), tokens.answer_head
+        if self._marker:  # rule 4: the close string's rest stands in for these
+            assert tokens.answer_head is not None and tokens.step_zero is not None
+            zero = {tokens.step_zero} if self.budget.end_at_zero_steps else set()
+            return frozenset((tokens.eos - tokens.end) | zero), tokens.answer_head
         if self.replaces_end():
             if not tokens.wait:
                 raise ValueError("an empty wait string needs an engine that proposes again without the end tokens "
@@ -243,9 +245,10 @@ class BudgetState:
             if proposal == tokens.answer_head:  # the model ends thinking itself
                 self._end_at_marker()
                 return proposal, Role.ANSWER
-            if proposal == tokens.step_zero and self.budget.end_at_zero_steps:
+            zero = proposal == tokens.step_zero and self.budget.end_at_zero_steps
+            if zero or (proposal in tokens.eos and proposal not in tokens.end):
                 self._end_at_marker()
-                self.forced_end = True
+                self.forced_end = self.forced_end or zero
                 tail = [(t, Role.TAIL) for t, pos in tokens.close if pos == AFTER_END]
                 self._queue.extend(tail[1:])
                 return tail[0]

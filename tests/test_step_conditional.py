@@ -79,8 +79,13 @@ def test_engines_see_the_step_rule_through_the_state(qwen):
     assert state.free_run() > 0 and ZERO not in state.watched()
     state.advance(IM_START)  # a marker or the end: the next token decides
     assert state.free_run() == 0 and {ZERO, tokens.answer_head} <= state.watched()
-    assert state.replaced_ends() == (frozenset({ZERO}), tokens.answer_head)
+    replaced, target = state.replaced_ends()
+    assert ZERO in replaced and QWEN_EOS in replaced and target == tokens.answer_head
     assert state.preview(ZERO) == tokens.answer_head and state.preview(16) == 16  # "1": another marker
+    # An end-of-sequence right after the end token closes thinking there, not forced by the budget.
+    state.advance(QWEN_EOS)
+    assert state.answer_start == len(state.completion) - 1 and not state.forced_end
+    assert state.thinking == len(qwen.encode("3 steps left\nx", add_special_tokens=False))
     with pytest.raises(ValueError, match="no minimum thinking budget"):
         BudgetState(tokens, Budget(min_thinking_tokens=4), 50)
 
