@@ -119,7 +119,8 @@ def plan(recipe: EvalRecipe, problems: list[Problem], model: str | None = None) 
                     "letters": problem.letters,
                     "prompt": text,
                     **record_settings(method, point),
-                    "budget": asdict(budget),
+                    # end_at_zero_steps only when set, so runs made before it existed still resume
+                    "budget": {k: v for k, v in asdict(budget).items() if k != "end_at_zero_steps" or v},
                     "sampling": asdict(sampling),
                     "grading": limits,
                 }
