@@ -90,6 +90,25 @@ def test_engines_see_the_step_rule_through_the_state(qwen):
         BudgetState(tokens, Budget(min_thinking_tokens=4), 50)
 
 
+def test_replay_rebuilds_a_stop_at_zero_steps_from_the_tokens(qwen):
+    """Engines that return only token ids (vLLM, a server) rebuild the record by replay: with the model's
+    choices known (greedy), the `answer` after the end token is read as the stand-in for its "0"."""
+    from decode.rules.replay import replay
+
+    budget = Budget(end_at_zero_steps=True)
+    thinking = "1 steps left\nx = 1\n<|im_start|>0 steps left\nmore\n<|im_start|>answer\n"
+    forced, state = decode_scripted(qwen, thinking, "Answer: 2", budget)
+    tokens, emitted = state.tokens, forced.completion_ids
+    own = [True] * len(emitted)
+    own[emitted.index(tokens.answer_head)] = False  # the model proposed "0" there
+    rebuilt = replay(tokens, budget, 200, emitted, own)
+    assert rebuilt == state.summary() and rebuilt.forced_end
+    # Unknown choices (sampling): read as the model's own end, as an allowed end token is.
+    assert not replay(tokens, budget, 200, emitted).forced_end
+    own[emitted.index(tokens.answer_head)] = True
+    assert replay(tokens, budget, 200, emitted, own).thinking_tokens == forced.thinking_tokens
+
+
 def test_sft_rows_get_steps_left_markers_and_the_step_prompt(tmp_path):
     from transformers import AutoTokenizer
 

@@ -94,6 +94,11 @@ class BudgetState:
     def thinking_phase(self) -> bool:
         return self.answer_start is None
 
+    @property
+    def at_step_marker(self) -> bool:
+        """Rule 4 decides the next token: an end token was just emitted in thinking under a format with steps."""
+        return self._marker
+
     def replaces_end(self) -> bool:
         """Whether an end of thinking proposed now would be replaced by the wait string (rule 2)."""
         return self.thinking_phase and (self.thinking < self.budget.min_thinking_tokens or self.ignores_left > 0)
