@@ -97,8 +97,8 @@ def apply_cost(batch: int, runner: str, steps: int = 200, competitive: bool = Fa
     from vllm import SamplingParams
 
     from decode import Budget, get_format
-    from decode.request_args import to_request_args
-    from decode.sampling import first_argmax
+    from decode.rules.request_args import to_request_args
+    from decode.rules.sampling import first_argmax
     from decode.vllm import VLLMBudgetForcingProcessor
 
     tokenizer = str(ROOT.parent / "shared" / "tokenizers" / "qwen2.5")
@@ -212,7 +212,7 @@ def main() -> None:
     from vllm.inputs import TokensPrompt
 
     from decode import Budget, get_format, prompt_ids
-    from decode.request_args import to_request_args
+    from decode.rules.request_args import to_request_args
     from decode.vllm import vllm_generate
     from tests.tiny_model import save_tiny_model
 
@@ -239,7 +239,7 @@ def main() -> None:
 
     print("\nthe processor alone (greedy rows in thinking, 151,936-token vocabulary, one thread):")
     print(f"{'runner':>6} {'batch':>5} | {'apply ms':>8} {'argmax ms':>9} {'apply/argmax':>12} {'full pass ms':>12}")
-    from decode.vllm_requests import has_v1_runner
+    from decode.vllm.admission import has_v1_runner
 
     runners = [("V1", False), ("V1", True), ("V2", False)] if has_v1_runner() else [("V2", False)]
     if not has_v1_runner():

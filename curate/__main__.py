@@ -8,8 +8,8 @@ import sys
 import datasets
 
 from decode import ModelLoadError, load_tokenizer
-from decode.generate import check_source
-from decode.preflight import template_kwargs_problem
+from decode.prepare.loading import check_source
+from decode.prepare.preflight import template_kwargs_problem
 
 from .domains import DomainSettings
 from .generation import ModelSpec

@@ -3,13 +3,17 @@
 Used by the teacher (traces), the LLM judge (difficulty) and the LLM domain classifier. Calls run in
 a bounded thread pool; a call that times out, gets a 408/429/5xx, or gets a body that is not a
 well-formed chat completion is retried with exponential backoff up to `max_retries` times, then
-recorded as a failure with its reason: the run goes on and the report counts failures. Successful
+recorded as a failure with its reason: the run goes on and the report counts failures. `timeout_s`
+bounds each wait for the server, not a whole reply: a server that sends a byte now and then could hold
+a call for ever, so `deadline_s` bounds a call from its first try to its last byte, and
+`max_reply_bytes` bounds what one reply may hold. Successful
 results are cached by (model, messages, settings) and committed one by one, so a killed run resumes
 where it stopped; failures are not cached, so a rerun tries them again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -41,6 +45,10 @@ class ApiSettings:
         max_retries: retries after the first try before a call is recorded as failed.
         backoff_s: first wait before a retry; doubles each retry (with jitter), up to max_backoff_s.
         max_backoff_s: the longest wait between tries.
+        deadline_s: the most one call may take, every try and wait between them included (None: no
+            bound beyond the tries); checked between the chunks of a reply, so a slow trickle ends too.
+        max_reply_bytes: the largest reply body accepted; a larger one fails the call at once (a server
+            that sends it will send it again). The default holds a 32,768-token reply many times over.
         max_tokens, temperature: request settings (None: the server's default).
         extra_body: more request fields (e.g. {"top_p": 0.95} or a provider's reasoning settings).
     """
@@ -53,6 +61,8 @@ class ApiSettings:
     max_retries: int = 4
     backoff_s: float = 2.0
     max_backoff_s: float = 60.0
+    deadline_s: float | None = None
+    max_reply_bytes: int = 16 * 2**20
     max_tokens: int | None = None
     temperature: float | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +70,13 @@ class ApiSettings:
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0:
             raise CurateError(f"api {self.base_url}: concurrency >= 1, max_retries >= 0, timeout_s > 0 required")
+        deadline, size = self.deadline_s, self.max_reply_bytes
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
+        ):
+            raise CurateError(f"api {self.base_url}: deadline_s must be a number of seconds > 0, or null for none")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CurateError(f"api {self.base_url}: max_reply_bytes must be a whole number of bytes >= 1")
 
     def cache_settings(self) -> dict[str, Any]:
         """What decides a reply (where it is served and how patiently it is asked do not)."""
@@ -81,6 +98,10 @@ class ChatResult:
 
 class BadReply(Exception):
     """A reply that is not a well-formed chat completion (retried like a server error)."""
+
+
+class DeadlinePassed(Exception):
+    """The call's `deadline_s` ran out (not retried: there is no time left to retry in)."""
 
 
 def parse_reply(body: Any) -> ChatResult:
@@ -107,38 +128,63 @@ def parse_reply(body: Any) -> ChatResult:
     return ChatResult(content=content, reasoning=reasoning, finish_reason=str(choice.get("finish_reason") or ""))
 
 
-def call_once(client: httpx.Client, settings: ApiSettings, messages: list[dict[str, str]]) -> ChatResult:
+def read_reply(response: httpx.Response, settings: ApiSettings, end: float) -> bytes:
+    """The body, a chunk at a time, so that neither the deadline nor the size bound waits for its end."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > settings.max_reply_bytes:
+            raise PermissionError(f"reply larger than max_reply_bytes={settings.max_reply_bytes}")
+        if time.monotonic() > end:
+            raise DeadlinePassed
+    return bytes(body)
+
+
+def call_once(
+    client: httpx.Client, settings: ApiSettings, messages: list[dict[str, str]], end: float = float("inf")
+) -> ChatResult:
+    """One request; `end` (time.monotonic) is the call's deadline, which also caps each wait for the server."""
     payload: dict[str, Any] = {"model": settings.model, "messages": messages, **settings.extra_body}
     if settings.max_tokens is not None:
         payload["max_tokens"] = settings.max_tokens
     if settings.temperature is not None:
         payload["temperature"] = settings.temperature
-    response = client.post("/chat/completions", json=payload)
+    left = end - time.monotonic()
+    if left <= 0:
+        raise DeadlinePassed
+    with client.stream("POST", "/chat/completions", json=payload, timeout=min(settings.timeout_s, left)) as response:
+        raw = read_reply(response, settings, end)
+    text = raw.decode("utf-8", errors="replace")
     if response.status_code in RETRY_STATUS or response.status_code >= 500:
         raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
     if response.status_code >= 400:
-        raise PermissionError(f"HTTP {response.status_code}: {response.text[:200]}")  # not worth retrying
+        raise PermissionError(f"HTTP {response.status_code}: {text[:200]}")  # not worth retrying
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
-        raise BadReply(f"reply is not JSON: {response.text[:80]!r}") from None
+        raise BadReply(f"reply is not JSON: {text[:80]!r}") from None
     return parse_reply(body)
 
 
 def call_with_retries(client: httpx.Client, settings: ApiSettings, messages: list[dict[str, str]]) -> ChatResult:
-    """Try up to 1 + max_retries times; the last reason is kept when every try failed."""
+    """Try up to 1 + max_retries times, within deadline_s; the last reason is kept when every try failed."""
     rng = random.Random()
     reason = ""
+    end = time.monotonic() + settings.deadline_s if settings.deadline_s is not None else float("inf")
     for attempt in range(settings.max_retries + 1):
         if attempt:
             wait = min(settings.max_backoff_s, settings.backoff_s * 2 ** (attempt - 1))
-            time.sleep(wait * rng.uniform(0.5, 1.0))
+            time.sleep(min(wait * rng.uniform(0.5, 1.0), max(0.0, end - time.monotonic())))
         try:
-            result = call_once(client, settings, messages)
+            result = call_once(client, settings, messages, end)
             result.attempts = attempt + 1
             return result
         except PermissionError as err:
             return ChatResult(error=str(err), attempts=attempt + 1)
+        except DeadlinePassed:
+            last = f" (last: {reason})" if reason else ""
+            return ChatResult(error=f"deadline_s={settings.deadline_s:g} passed in try {attempt + 1}{last}",
+                              attempts=attempt + 1)  # fmt: skip
         except httpx.TimeoutException:
             reason = f"timed out after {settings.timeout_s:g} s"
         except httpx.HTTPStatusError as err:

@@ -12,6 +12,10 @@ or "Answer:" line). A question with no gold a rule can use (a proof, a free-form
 an LLM judge through an OpenAI-compatible API when one is configured, comparing the answer to the
 reference solution; without a judge it is kept ("ungraded"), since nothing shows a model solved it.
 A failed judge call is s1's "API error": the row drops out with that reason.
+
+`grade_by: s1_judge` grades as s1 did instead: every answer goes to the judge with s1's grading
+prompt and the row's full solution (curate/s1_judge.py), and a row without a solution drops out
+("no solution"), as s1's notebook dropped rows with a missing grade.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import datasets
 from .api import ApiSettings, chat_all
 from .cache import CallCache
 from .generation import NO_FORMAT, ModelSpec, generate_cached
+from .s1_judge import judge_against_solutions
 
 PROMPTS = {
     "math": "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
@@ -59,6 +64,9 @@ class DifficultySettings:
             format the whole completion is the answer, so both grade all of it.
         grading: `evals.Grader` settings (workers, timeout_s, memory_mb).
         judge: an OpenAI-compatible endpoint (see `ApiSettings`) to grade answers no rule can; None: none.
+        grade_by: "rules" (math-verify or the letter, the judge only where no rule applies) or
+            "s1_judge" (s1: the judge grades every answer against the full solution with s1's prompt;
+            rows without a solution drop out; needs `judge`).
     """
 
     models: list[ModelSpec] = field(default_factory=list)
@@ -66,6 +74,7 @@ class DifficultySettings:
     grade: str = "full"
     grading: dict[str, Any] = field(default_factory=dict)
     judge: ApiSettings | None = None
+    grade_by: str = "rules"
 
 
 def gold_answer(row: dict[str, Any]) -> str:
@@ -96,6 +105,8 @@ def difficulty(
     prompts = [user_prompt(row, settings.prompts) for row in rows]
     verdicts: dict[str, list[bool | None]] = {}
     judge_errors: dict[int, str] = {}
+    if settings.grade_by == "s1_judge":
+        golds = [row["solution"] or "" for row in rows]  # what s1's judge compares with
     info: dict[str, Any] = {"models": {}, "ungraded_rows": sum(1 for g in golds if not g)}
     with Grader(**settings.grading) as grader:
         grader.start()
@@ -107,6 +118,15 @@ def difficulty(
                 texts = [c["answer"] for c in completions]
             else:
                 texts = [f"{c['thinking']}\n{c['answer']}" if c["thinking"] else c["answer"] for c in completions]
+            if settings.grade_by == "s1_judge":
+                assert settings.judge is not None
+                marks, failed = judge_against_solutions(rows, texts, settings.judge, cache)
+                for i, reason in failed.items():
+                    judge_errors[i] = f"judge failed for {spec.name}: {reason}"
+                verdicts[spec.name] = marks
+                info["models"][spec.name] = {"answers_cached": from_cache, "answers_generated": generated,
+                                             "solved": sum(1 for m in marks if m)}  # fmt: skip
+                continue
             graded = [i for i, gold in enumerate(golds) if gold]
             results = grader.grade(
                 [Answer(rows[i]["kind"], golds[i], texts[i], rows[i]["letters"] or "ABCD") for i in graded]
@@ -143,7 +163,9 @@ def difficulty(
     def columns(row: dict[str, Any], index: int) -> dict[str, Any]:
         solved = [name for name, marks in verdicts.items() if marks[index]]
         marks = {name: verdicts[name][index] for name in verdicts}
-        if index in judge_errors:
+        if settings.grade_by == "s1_judge" and not row["solution"]:
+            reason = "no solution: s1 grades against the solution"
+        elif index in judge_errors:
             reason = f"API error: {judge_errors[index]}"
         elif solved:
             reason = f"solved: by {', '.join(solved)}"

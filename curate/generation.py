@@ -104,8 +104,8 @@ class ModelSpec:
 
 
 def _fingerprint(name_or_path: str) -> str:
-    """`decode.preflight.model_fingerprint` (a few MB read, whatever the model's size)."""
-    from decode.preflight import model_fingerprint
+    """`decode.prepare.preflight.model_fingerprint` (a few MB read, whatever the model's size)."""
+    from decode.prepare.preflight import model_fingerprint
 
     return model_fingerprint(name_or_path)
 

@@ -36,10 +36,12 @@ from .recipe import CurateRecipe, StageSpec
 from .report import write_report
 from .schema import OUR_COLUMNS, S1K_COLUMNS
 from .select import select
+from .teacher_grade import teacher_grade
 from .traces import traces
 
-VERSION = 2  # bump when a stage's behaviour changes, so old cached outputs are not reused
-NOTE_COLUMN = {"difficulty": "reference_correct", "select": "selected_by", "domains": "domain"}
+VERSION = 3  # bump when a stage's behaviour changes, so old cached outputs are not reused
+NOTE_COLUMN = {"difficulty": "reference_correct", "select": "selected_by", "domains": "domain",
+               "teacher_grade": "teacher_correct"}  # fmt: skip
 
 StageFunction = Callable[[datasets.Dataset], tuple[datasets.Dataset, dict[str, Any]]]
 
@@ -53,6 +55,7 @@ def stage_function(stage: StageSpec, calls: CallCache) -> StageFunction:
         "cap": lambda data: cap(data, settings),
         "difficulty": lambda data: difficulty(data, settings, calls),
         "traces": lambda data: traces(data, settings, calls),
+        "teacher_grade": lambda data: teacher_grade(data, settings, calls),
         "domains": lambda data: domains(data, settings, calls),
         "select": lambda data: select(data, settings, calls),
     }

@@ -35,7 +35,8 @@ from .generation import NO_FORMAT, ModelSpec
 from .ingest import SourceSpec
 from .quality import QualityRule, QualitySettings
 from .schema import CurateError
-from .select import PreselectRule, SelectSettings
+from .select import MixSource, PreselectRule, SelectSettings
+from .teacher_grade import TeacherGradeSettings
 from .traces import TracesSettings
 
 SETTINGS = {
@@ -44,6 +45,7 @@ SETTINGS = {
     "cap": CapSettings,
     "difficulty": DifficultySettings,
     "traces": TracesSettings,
+    "teacher_grade": TeacherGradeSettings,
     "domains": DomainSettings,
     "select": SelectSettings,
 }
@@ -54,6 +56,7 @@ NESTED = {
     "judge": ApiSettings,
     "api": ApiSettings,
     "preselect": PreselectRule,
+    "source_mix": MixSource,
     "domains": DomainSettings,
 }
 
@@ -157,6 +160,10 @@ def model_problem(spec: ModelSpec) -> str | None:
 def difficulty_problem(settings: DifficultySettings) -> str | None:
     """Settings the difficulty stage would otherwise read wrong without a word: a misspelt grade or
     prompt kind, or a prompt that leaves the question out."""
+    if settings.grade_by not in ("rules", "s1_judge"):
+        return f"grade_by must be 'rules' or 's1_judge', got {settings.grade_by!r}"
+    if settings.grade_by == "s1_judge" and settings.judge is None:
+        return "grade_by: s1_judge needs 'judge' (an OpenAI-compatible endpoint: base_url, model, ...)"
     if settings.grade not in ("full", "answer"):
         return f"grade must be 'full' (thinking and answer) or 'answer', got {settings.grade!r}"
     unknown = sorted(set(settings.prompts) - {"math", "choice"})

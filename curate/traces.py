@@ -33,7 +33,8 @@ class TracesSettings:
         api: the teacher as an OpenAI-compatible endpoint (see `ApiSettings`), or
         local: the teacher as a local model run by the decoder (see `ModelSpec`), or
         from_metadata: the traces are in the pool: {"trace": field, "attempt": field} of each row's
-            metadata (an empty trace counts as a failed call); give exactly one of the three.
+            metadata (a list of traces gives its first, as s1 read `thinking_trajectories[0]`; an
+            empty trace counts as a failed call); give exactly one of the three.
         prompt: the user message; `{question}` is replaced (s1 sent the question as it is).
         target_tokenizer: the tokenizer whose token count is the trace length (s1: Qwen2.5's).
     """
@@ -62,6 +63,8 @@ def teacher_traces(rows: list[dict[str, Any]], settings: TracesSettings, cache: 
         for row in rows:
             meta = metadata_of(row)
             trace, attempt = meta.get(settings.from_metadata["trace"]), meta.get(settings.from_metadata["attempt"])
+            if isinstance(trace, list):  # s1's pools hold a list of traces and use the first (s1K's layout)
+                trace = trace[0] if trace else ""
             if not isinstance(trace, str) or not trace.strip():
                 out.append({"trace": "", "attempt": "", "error": "the pool row has no trace"})
             else:

@@ -5,14 +5,16 @@ results = generate(model, tokenizer, ["What is 2+2?"], format="s1",
                    budget=Budget(max_thinking_tokens=512, min_thinking_tokens=128))
 """
 
-from .budget import Budget, BudgetError
-from .formats import PRESETS, FormatError, FormatTokens, ThinkingFormat, get_format
-from .generate import ModelLoadError, PromptError, generate, load_model, load_tokenizer, prompt_ids, prompt_text
-from .hf import BudgetForcing, BudgetForcingLogitsProcessor, BudgetStoppingCriteria
-from .reference import model_next_logits, reference_generate
-from .result import BudgetResult
-from .sampling import Sampling
-from .state import BudgetState, BudgetSummary
+from .generate import generate
+from .hf.processor import BudgetForcing, BudgetForcingLogitsProcessor, BudgetStoppingCriteria
+from .prepare.loading import ModelLoadError, load_model, load_tokenizer
+from .prepare.prompts import PromptError, prompt_ids, prompt_text
+from .rules.budget import Budget, BudgetError
+from .rules.formats import PRESETS, FormatError, FormatTokens, ThinkingFormat, get_format
+from .rules.reference import model_next_logits, reference_generate
+from .rules.result import BudgetResult
+from .rules.sampling import Sampling
+from .rules.state import BudgetState, BudgetSummary
 
 __all__ = [
     "PRESETS",

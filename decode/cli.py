@@ -34,23 +34,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .budget import Budget, BudgetError
-from .dtype import model_dtype, resolve_dtype
-from .formats import FormatError, get_format
-from .generate import (
-    ModelLoadError,
-    PromptError,
-    check_source,
-    context_length,
-    generate,
-    load_model,
-    load_tokenizer,
-    read_model_config,
-    tokenize_prompts,
-    windows_of,
-)
-from .openai_client import ClientSettingsError, ServerError
-from .preflight import (
+from .generate import generate
+from .openai_client.client import ClientSettingsError, ServerError
+from .prepare.dtype import model_dtype, resolve_dtype
+from .prepare.loading import ModelLoadError, check_source, load_model, load_tokenizer
+from .prepare.model_config import read_model_config
+from .prepare.preflight import (
     device_problem,
     loads_unique,
     model_fingerprint,
@@ -59,8 +48,11 @@ from .preflight import (
     template_kwargs_problem,
     vocabulary_problem,
 )
-from .result import BudgetResult
-from .sampling import Sampling
+from .prepare.prompts import PromptError, context_length, tokenize_prompts, windows_of
+from .rules.budget import Budget, BudgetError
+from .rules.formats import FormatError, get_format
+from .rules.result import BudgetResult
+from .rules.sampling import Sampling
 
 BUDGET_FIELDS = ("max_thinking_tokens", "min_thinking_tokens", "num_ignore", "max_answer_tokens")
 OUTPUT_FIELDS = tuple(BudgetResult.__dataclass_fields__)  # an output file read back as input holds these

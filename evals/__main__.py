@@ -7,8 +7,8 @@ import json
 import sys
 
 from decode import BudgetError, FormatError, ModelLoadError
-from decode.generate import check_source
-from decode.preflight import device_problem
+from decode.prepare.loading import check_source
+from decode.prepare.preflight import device_problem
 
 from .benchmarks import BenchmarkError
 from .recipe import EvalRecipe, RecipeError, load_recipe

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from decode.preflight import DuplicateKeyError, loads_unique
+from decode.prepare.preflight import DuplicateKeyError, loads_unique
 
 from .inputs import decode_line, prepare_hub_datasets, read_utf8, type_problem
 

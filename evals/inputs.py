@@ -43,7 +43,7 @@ def decode_line(raw: bytes, where: str, error: type[Exception]) -> str:
 def prepare_hub_datasets() -> None:
     """Call before a hub dataset is loaded: when the hub cannot be reached, `datasets` is switched to its
     cache, so that a dataset it does not hold fails at once instead of after half a minute of retries."""
-    from decode.generate import go_offline, hub_online
+    from decode.prepare.loading import go_offline, hub_online
 
     if hub_online():
         return

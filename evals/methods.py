@@ -11,6 +11,9 @@ sampling settings. All methods of a recipe run at the same budgets, so they can 
   (`mode: max`) appended, as L1 trains; forced too with `forcing: true`.
 - class_conditional (s1): s1's instruction to think for a short, or a long, time; an unprompted point
   is run too, since s1 scores each class against the run without one.
+- step_conditional (s1): "Think for up to N steps." appended, N counted in steps, for a model that
+  writes a steps-left marker before each step (format `s1_steps`); with `forcing: true` thinking
+  ends when the model starts the marker of zero steps left, as s1's "+ budget forcing" run.
 - rejection_sampling (s1): sample until the thinking fits in N tokens, at most `max_attempts` times.
 - majority_vote (parallel scaling): k samples, the most common answer.
 
@@ -32,6 +35,7 @@ METHODS = (
     "token_conditional",
     "length_prompt",
     "class_conditional",
+    "step_conditional",
     "rejection_sampling",
     "majority_vote",
 )
@@ -44,6 +48,9 @@ CLASSES = {
         "trying to double-check your work until you are absolutely sure that you have the correct answer."
     ),
 }
+# s1's step-conditional prompt after the question (simplescaling/s1@77272c6,
+# eval/lm-evaluation-harness/lm_eval/tasks/aime/utils.py:12, PROMPTSTEP); models trained for it saw it too.
+STEP_PROMPT = "Think for up to {n} steps."
 # The point class-conditional control is scored against (s1's Table 3: each class's mean thinking
 # against the run without a class prompt), and which way each class should move from it.
 UNPROMPTED = "unprompted"
@@ -61,12 +68,13 @@ class MethodSpec:
     Attributes:
         method: one of METHODS.
         label: the name in reports (default: the method, with its mode and "+forcing").
-        budgets: thinking budgets N to sweep (tokens).
+        budgets: thinking budgets N to sweep (tokens; step_conditional: steps).
         num_ignore: for budget_forcing, s1's "Wait x k" sweep (each k a point; with no `budgets`,
             thinking has no maximum).
         min_thinking: a minimum thinking budget for budget_forcing (tokens).
         wait: the string that replaces a suppressed end of thinking ("Wait", "Hmm", "Alternatively").
-        forcing: token_conditional / length_prompt: also force the budget with the decoder.
+        forcing: token_conditional / length_prompt: also force the budget with the decoder;
+            step_conditional: end thinking at the marker of zero steps left.
         mode: length_prompt: "exact" or "max".
         classes: class_conditional: label -> instruction (default: s1's "short" and "long" prompts). A
             class named "short" or "long" is in Control: its mean thinking must fall below, or rise
@@ -108,7 +116,7 @@ class MethodSpec:
                 f"method {name!r}: min_thinking ({self.min_thinking}) is above the budget {min(self.budgets)}: "
                 "a minimum above the maximum cannot be honoured"
             )
-        needs_budgets = self.method in ("token_conditional", "length_prompt", "rejection_sampling")
+        needs_budgets = self.method in ("token_conditional", "length_prompt", "rejection_sampling", "step_conditional")
         if needs_budgets and not self.budgets:
             raise MethodError(f"method {name!r}: {self.method} needs a list of budgets")
         if self.method == "budget_forcing" and not (self.budgets or self.num_ignore):
@@ -182,6 +190,8 @@ class MethodSpec:
         """What the method appends to the question."""
         if self.method == "token_conditional":
             return f"Think for up to {point.budget} tokens."
+        if self.method == "step_conditional":
+            return STEP_PROMPT.format(n=point.budget)
         if self.method == "length_prompt":
             return f"Think for {'maximum ' if self.mode == 'max' else ''}{point.budget} tokens."
         if self.method == "class_conditional":
@@ -201,6 +211,8 @@ class MethodSpec:
             return Budget(n, point.min_thinking, point.num_ignore, max_answer_tokens)
         if m in ("token_conditional", "length_prompt") and self.forcing:
             return Budget(max_thinking_tokens=n, max_answer_tokens=max_answer_tokens)
+        if m == "step_conditional":  # N is in steps: no token maximum of its own
+            return Budget(max_answer_tokens=max_answer_tokens, end_at_zero_steps=self.forcing)
         if m == "rejection_sampling":
             # Thinking that reaches N+1 tokens is already rejected: stop it there (forced_end marks it).
             return Budget(max_thinking_tokens=n + 1, max_answer_tokens=max_answer_tokens)

@@ -12,7 +12,7 @@ import yaml
 
 from decode import FormatError, Sampling, get_format
 from decode.generate import BACKENDS, FORCING
-from decode.preflight import device_problem
+from decode.prepare.preflight import device_problem
 
 from .benchmarks import BenchmarkError, BenchmarkSpec, resolve_spec
 from .inputs import (
@@ -288,11 +288,18 @@ def _check_values(values: dict[str, Any], source: str) -> None:
         raise RecipeError(f"{source}: max_answer_tokens expects an integer >= 1 (tokens after the end of thinking) "
                           f"or null (no limit), got {answer!r}")  # fmt: skip
     try:
-        get_format(values.get("format", "s1"))
+        fmt = get_format(values.get("format", "s1"))
     except FormatError as err:
         raise RecipeError(f"{source}: format: {err}") from None
     window = values.get("max_tokens", EvalRecipe.max_tokens)
     for method in values["methods"]:
+        if method.method == "step_conditional" and not fmt.steps:
+            raise RecipeError(
+                f"{source}: methods: method {method.label!r} counts steps, so the format must be one with step "
+                f"markers (format: s1_steps); format {fmt.name!r} has none"
+            )
+        if method.method == "step_conditional":
+            continue  # its budgets are steps, not tokens: the window check below does not apply
         asked = [p.budget for p in method.points() if p.budget is not None] + [method.min_thinking or 0]
         if max(asked) >= window:
             raise RecipeError(

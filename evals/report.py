@@ -30,6 +30,7 @@ from .metrics import (
     point_metrics,
     scaling,
 )
+from .steps import step_mark, step_metrics
 
 SUMMARY = "summary.json"
 TABLE = "results.md"
@@ -60,11 +61,13 @@ def summarize(recipe: Any, records: list[dict[str, Any]], equivalent: Equivalent
                 budget = point.budget
                 if method.method == "majority_vote" and budget is not None:
                     budget *= point.votes  # a vote's thinking is the total of its k samples
-                points.append(
-                    {"point": point.label, "budget": budget, "min_thinking": minimum,
-                     **point_metrics(runs, budget, minimum)}
-                )  # fmt: skip
-            control_value = control([(p["thinking_tokens"]["mean"], p["budget"], p["min_thinking"]) for p in points])
+                entry = {"point": point.label, "budget": budget, "min_thinking": minimum,
+                         **point_metrics(runs, budget, minimum)}  # fmt: skip
+                if method.method == "step_conditional":  # a and its budget in steps (s1's count)
+                    entry.update(step_metrics(runs, budget, step_mark(recipe.format)))
+                points.append(entry)
+            used = "steps" if method.method == "step_conditional" else "thinking_tokens"
+            control_value = control([(p[used]["mean"], p["budget"], p["min_thinking"]) for p in points])
             control_points = sum(p["budget"] is not None for p in points)
             if method.method == "class_conditional":
                 control_value, control_points = _class_control(points)
@@ -89,7 +92,8 @@ def summarize(recipe: Any, records: list[dict[str, Any]], equivalent: Equivalent
         "control": CONTROL,
         "within_budget": WITHIN_BUDGET,
         "length_deviation": LENGTH_DEVIATION,
-        "point_thinking": "a point's thinking a is the mean thinking tokens over its runs",
+        "point_thinking": "a point's thinking a is the mean thinking tokens over its runs (step_conditional: "
+        "the mean steps, N in steps)",
         "benchmarks": benchmarks,
     }
 
@@ -256,6 +260,8 @@ def plot(summary: dict[str, Any], folder: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 5))
         top = 1.0
         for label, m in methods.items():
+            if m["method"] == "step_conditional":  # its budgets are steps, not tokens
+                continue
             pts = [(p["budget"], p["thinking_tokens"]["mean"]) for p in m["points"] if p["budget"]]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label)

@@ -11,7 +11,7 @@ but other settings is refused, with the settings that differ named, so that reco
 different settings are never mixed; benchmarks, methods, points, samples and questions (a larger
 `limit`) may be added, and run as new records.
 
-A model is known by what it is, not where it lives: `decode.preflight.model_fingerprint` of its files
+A model is known by what it is, not where it lives: `decode.prepare.preflight.model_fingerprint` of its files
 (config, tokenizer, index and the weights' sizes, headers and samples) is in `run.json` and in every
 record's settings (`model`), so weights replaced under the same path are refused by name on resume.
 Everything that can be checked without the model (the device, the model folder's files, the output
@@ -31,9 +31,10 @@ from typing import Any
 from tqdm import tqdm
 
 from decode import Budget, PromptError, Sampling, generate, get_format, load_model, load_tokenizer
-from decode.dtype import resolve_dtype
-from decode.generate import check_source, read_model_config
-from decode.preflight import (
+from decode.prepare.dtype import resolve_dtype
+from decode.prepare.loading import check_source
+from decode.prepare.model_config import read_model_config
+from decode.prepare.preflight import (
     device_problem,
     folder_writable_problem,
     model_fingerprint,
@@ -118,7 +119,8 @@ def plan(recipe: EvalRecipe, problems: list[Problem], model: str | None = None) 
                     "letters": problem.letters,
                     "prompt": text,
                     **record_settings(method, point),
-                    "budget": asdict(budget),
+                    # end_at_zero_steps only when set, so runs made before it existed still resume
+                    "budget": {k: v for k, v in asdict(budget).items() if k != "end_at_zero_steps" or v},
                     "sampling": asdict(sampling),
                     "grading": limits,
                 }
@@ -379,7 +381,7 @@ def _run_pending(
             answers = [Answer(j.problem.kind, j.problem.gold, r["answer"], j.problem.letters or "ABCD")
                        for j, r in zip(group, records, strict=True)]  # fmt: skip
             judged = judge_records(judge, group, records)
-            for record, verdict, judged_one in zip(records, grader.grade(answers), judged, strict=True):
+            for job, record, verdict, judged_one in zip(group, records, grader.grade(answers), judged, strict=True):
                 record.update(extracted=verdict.extracted, correct=verdict.correct, reason=verdict.reason)
                 record["judge"] = judged_one
                 if judged_one is not None:  # s1's grading decides; math-verify's verdict is kept beside it
@@ -388,7 +390,7 @@ def _run_pending(
                 if not record["fits"]:  # no draw fitted the budget: the question counts as failed
                     record.update(correct=False, reason=f"no draw fitted the budget in {record['attempts']} attempts")
                 elif record["unanswered"] and not record["correct"]:
-                    record["reason"] = f"no answer: thinking reached the generation window ({recipe.max_tokens} tokens)"
+                    record["reason"] = f"no answer: thinking reached the generation window ({job.max_tokens} tokens)"
                 elif record["truncated"] and not record["correct"]:
                     where = "max_answer_tokens" if record["finish_reason"] == "max_answer" else "the generation window"
                     record["reason"] = f"answer truncated at {where}; {verdict.reason}"

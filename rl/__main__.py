@@ -7,7 +7,7 @@ import json
 import sys
 
 from decode import FormatError, ModelLoadError
-from decode.generate import check_source
+from decode.prepare.loading import check_source
 from evals import BenchmarkError
 
 from .config import RecipeError, load_recipe

@@ -26,7 +26,7 @@ from typing import Any
 from datasets import Dataset
 
 from decode import get_format, prompt_ids, prompt_text
-from decode.preflight import template_kwargs_problem
+from decode.prepare.preflight import template_kwargs_problem
 from evals import BenchmarkSpec, Problem, load_problems
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."

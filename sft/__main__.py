@@ -10,7 +10,7 @@ import logging
 import sys
 
 from decode import ModelLoadError
-from decode.generate import check_source
+from decode.prepare.loading import check_source
 
 from .config import RecipeError, load_recipe
 from .data import DataError

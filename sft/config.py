@@ -53,7 +53,8 @@ class DataConfig:
         trace: the field holding the reasoning trace; a list of strings (s1K's
             `thinking_trajectories`) is joined with newlines.
         answer: the field holding the final answer (the text after the end of thinking).
-        format: the thinking format the traces are written in: "s1", "think", or a format JSON
+        format: the thinking format the traces are written in: "s1", "think", "s1_steps" (steps-left
+            markers before each line of the trace, sft/steps.py), or a format JSON
             (decode.get_format); its strings are the only delimiters used.
         answer_prefix: text put before the answer after the end of thinking. Default: "Answer: "
             for the s1 format (as s1 trained), nothing otherwise.

@@ -26,17 +26,18 @@ from typing import Any
 import datasets
 
 from decode import FormatError, ThinkingFormat, get_format, prompt_ids
-from decode.preflight import role_problem, template_kwargs_problem
+from decode.prepare.preflight import role_problem, template_kwargs_problem
 from evals.benchmarks import read_file_rows, read_json_lines
 from evals.inputs import prepare_hub_datasets, read_utf8
 
 from .config import DataConfig
+from .steps import step_assistant_text, step_question
 
 log = logging.getLogger(__name__)
 
 FILE_LOADERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 # What s1 put between the end of thinking and the answer (its training strings); other formats: nothing.
-DEFAULT_ANSWER_PREFIX = {"s1": "Answer: "}
+DEFAULT_ANSWER_PREFIX = {"s1": "Answer: ", "s1_steps": "Answer: "}
 TRACE_SEPARATOR = "\n"  # between the trace and the format's close string, in both presets
 
 
@@ -210,10 +211,17 @@ def tokenize_rows(rows: datasets.Dataset, tokenizer: Any, config: DataConfig) ->
                     f"{source} row {index}: field {config.trace!r} contains the format's end of thinking {end!r}, "
                     "so the model would learn to stop thinking in the middle of its trace"
                 )
+        if fmt.steps:  # steps-left markers (sft/steps.py): the question asks for the trace's number of steps
+            if prefix and prefix.strip() not in answer:
+                answer = prefix + answer
+            text, steps = step_assistant_text(fmt, trace, answer)
+            question = step_question(question, steps)
+        else:
+            text = assistant_text(fmt, trace, answer, prefix)
         messages = chat(question, config.system_prompt)
         prompts.append(messages)
         # The opener is tokenized with the prompt (see below): the completion text starts after it.
-        completions.append(assistant_text(fmt, trace, answer, prefix)[len(fmt.open) :] + tokenizer.eos_token)
+        completions.append(text[len(fmt.open) :] + tokenizer.eos_token)
 
     # The decoder's prompt is `decode.prompt_ids`: the chat template, then the opener unless the
     # template already wrote it, tokenized as one string with no special tokens added. Training

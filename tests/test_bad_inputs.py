@@ -30,7 +30,7 @@ from sft import recipe_from_dict as sft_recipe
 from sft.__main__ import main as sft_main
 from sft.data import load_rows
 
-generate_module = importlib.import_module("decode.generate")
+loading_module = importlib.import_module("decode.prepare.loading")
 NOT_UTF8 = b"\xff\xfe bad \xe9"
 
 
@@ -327,7 +327,7 @@ def hub_unreachable(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored (removed) after the test
-    monkeypatch.setattr(generate_module, "_hub_answers", lambda: False)
+    monkeypatch.setattr(loading_module, "_hub_answers", lambda: False)
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
@@ -335,10 +335,10 @@ def hub_unreachable(monkeypatch):
 
 
 def test_missing_hub_id_is_refused_at_once_when_the_hub_is_out_of_reach(hub_unreachable, monkeypatch):
-    monkeypatch.setattr(generate_module, "_in_hub_cache", lambda repo_id: False)
+    monkeypatch.setattr(loading_module, "_in_hub_cache", lambda repo_id: False)
     message = "model 'runs/nosuch' is not a local folder nor in the local hub cache, and the hub cannot be reached"
-    with pytest.raises(generate_module.ModelLoadError, match=message):
-        generate_module.check_source("runs/nosuch", "model")
+    with pytest.raises(loading_module.ModelLoadError, match=message):
+        loading_module.check_source("runs/nosuch", "model")
 
 
 def test_hub_switched_off_refuses_an_uncached_id_without_asking_it(monkeypatch):
@@ -349,14 +349,14 @@ def test_hub_switched_off_refuses_an_uncached_id_without_asking_it(monkeypatch):
     def asked():
         raise AssertionError("the hub was asked although HF_HUB_OFFLINE is set")
 
-    monkeypatch.setattr(generate_module, "_hub_answers", asked)
-    with pytest.raises(generate_module.ModelLoadError, match="is not a local folder nor in the local hub cache"):
-        generate_module.check_source("org/not-cached-anywhere", "tokenizer")
+    monkeypatch.setattr(loading_module, "_hub_answers", asked)
+    with pytest.raises(loading_module.ModelLoadError, match="is not a local folder nor in the local hub cache"):
+        loading_module.check_source("org/not-cached-anywhere", "tokenizer")
 
 
 def test_cached_hub_id_is_read_from_the_cache_when_the_hub_is_out_of_reach(hub_unreachable, monkeypatch):
-    monkeypatch.setattr(generate_module, "_in_hub_cache", lambda repo_id: repo_id == "org/cached")
-    generate_module.check_source("org/cached", "model")
+    monkeypatch.setattr(loading_module, "_in_hub_cache", lambda repo_id: repo_id == "org/cached")
+    loading_module.check_source("org/cached", "model")
     assert hub_unreachable.HF_HUB_OFFLINE is True  # transformers then reads the cache without retries
     import os
 
@@ -367,13 +367,13 @@ def test_hub_id_with_the_hub_reachable_is_left_to_the_hub(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(generate_module, "_hub_answers", lambda: True)
-    generate_module.check_source("org/name", "model")  # no error: from_pretrained downloads it
+    monkeypatch.setattr(loading_module, "_hub_answers", lambda: True)
+    loading_module.check_source("org/name", "model")  # no error: from_pretrained downloads it
 
 
 def test_evals_command_line_refuses_an_unreachable_hub_id_before_anything(tmp_path, eval_recipe, capsys,
                                                                            hub_unreachable, monkeypatch):  # fmt: skip
-    monkeypatch.setattr(generate_module, "_in_hub_cache", lambda repo_id: False)
+    monkeypatch.setattr(loading_module, "_in_hub_cache", lambda repo_id: False)
     eval_recipe["model"] = "org/missing-model"
     assert "model 'org/missing-model' is not a local folder" in eval_error(tmp_path, eval_recipe, capsys)
     assert not (tmp_path / "out").exists()
@@ -813,7 +813,7 @@ def saved_partial(tmp_path, lines: list) -> tuple[list[str], Path]:
     import dataclasses
 
     from decode.cli import _fingerprint, _sampling, build_parser
-    from decode.dtype import resolve_dtype
+    from decode.prepare.dtype import resolve_dtype
 
     model = model_folder(tmp_path / "model")
     rows = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a", "id": 1}, {"prompt": "b", "id": 2}])

@@ -16,7 +16,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: 
 import decode.vllm  # noqa: E402
 from decode import Sampling, generate, get_format, load_model, load_tokenizer  # noqa: E402
 from decode.cli import main  # noqa: E402
-from decode.dtype import model_dtype  # noqa: E402
+from decode.prepare.dtype import model_dtype  # noqa: E402
 from decode.vllm import release_llms, vllm_sampling_params  # noqa: E402
 from tests.checkpoint_folders import FAMILIES, save_checkpoint  # noqa: E402
 from tests.test_checkpoint_files import reference_results  # noqa: E402
@@ -50,7 +50,7 @@ def test_hf_vllm_and_the_reference_give_the_same_tokens(checkpoint):
     kwargs = dict(format=get_format(family.format), budget=budgets, max_new_tokens=CAP)
     check(generate(str(folder), None, PROMPTS, **kwargs), expected)
     check(generate(str(folder), None, PROMPTS, backend="vllm", engine_args=ENGINE_ARGS, **kwargs), expected)
-    [llm] = decode.vllm._engines.values()  # built from the path, with the dtype the decoder resolved
+    [llm] = decode.vllm.engine._engines.values()  # built from the path, with the dtype the decoder resolved
     assert engine_dtype(llm) == "float32" == model_dtype(model)
     check(generate(llm, tokenizer, PROMPTS, backend="vllm", forcing="reprompt", **kwargs), expected)
     assert any(r.waits for r in expected) and any(r.forced_end for r in expected)
@@ -88,7 +88,7 @@ def test_a_bfloat16_checkpoint_runs_bfloat16_on_both_and_the_output_says_so(tmp_
             assert main(argv) == 0
             [row] = [json.loads(line) for line in out.read_text().splitlines()]
             assert row["dtype"] == "bfloat16"
-        [llm] = [engine for key, engine in decode.vllm._engines.items() if key[0] == str(folder)]
+        [llm] = [engine for key, engine in decode.vllm.engine._engines.items() if key[0] == str(folder)]
         assert engine_dtype(llm) == "bfloat16"
         assert model_dtype(load_model(str(folder), device="cpu")) == "bfloat16"
     finally:

@@ -15,9 +15,9 @@ from transformers.generation.logits_process import RepetitionPenaltyLogitsProces
 
 from decode import Budget, BudgetForcing, Sampling, generate, get_format, load_model, load_tokenizer, prompt_ids
 from decode.cli import main
-from decode.dtype import DtypeError, model_dtype, resolve_dtype
-from decode.hf import explicit_generation_config
-from decode.reference import model_next_logits, reference_generate
+from decode.hf.processor import explicit_generation_config
+from decode.prepare.dtype import DtypeError, model_dtype, resolve_dtype
+from decode.rules.reference import model_next_logits, reference_generate
 from tests.checkpoint_folders import FAMILIES, save_checkpoint
 from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS, check
 

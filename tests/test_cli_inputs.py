@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 import decode.cli as cli_module
 from decode import Budget, PromptError, Sampling, generate, load_tokenizer
 from decode.cli import _fingerprint, _sampling, build_parser, main
-from decode.dtype import resolve_dtype
+from decode.prepare.dtype import resolve_dtype
 from tests.conftest import tokenizer_without_template
 
 

@@ -24,8 +24,10 @@ class FlakyServer:
 
     A question containing SLOW-n sleeps past the client's timeout on its first n calls, 503-n
     answers HTTP 503 n times, GARBAGE-n answers non-JSON n times, BROKEN always answers JSON
-    without choices, REFUSE answers HTTP 400. A judge prompt gets YES when the question holds SOLVED,
-    a domain prompt gets 11 for a question about primes, else 51. Anything else gets a reply with reasoning.
+    without choices, REFUSE answers HTTP 400, TRICKLE sends a good reply a byte every 0.1 s (never
+    idle for a whole read timeout) and HUGE sends a good reply of 20 kB. A judge prompt gets YES when
+    the question holds SOLVED, a domain prompt gets 11 for a question about primes, else 51. Anything
+    else gets a reply with reasoning.
     `max_in_flight` counts the requests a client is waiting on at once.
     The server stops itself after `lifetime_s`, whatever happens to the test.
     """
@@ -77,6 +79,10 @@ class FlakyServer:
                     return self.send(200, b'{"choices": []}')
                 if "REFUSE" in question:
                     return self.send(400, b'{"error": "bad request"}')
+                if "TRICKLE" in question or "HUGE" in question:
+                    message = {"role": "assistant", "content": "x" * (20_000 if "HUGE" in question else 60)}
+                    reply = json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+                    return self.send(200, reply.encode(), trickle="TRICKLE" in question)
                 message = {"role": "assistant", "reasoning_content": f"Let me think about: {question}",
                            "content": "The answer is \\boxed{42}."}  # fmt: skip
                 if "YES or NO" in question:  # the difficulty stage's judge
@@ -86,13 +92,18 @@ class FlakyServer:
                 reply = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
                 return self.send(200, json.dumps(reply).encode())
 
-            def send(self, status: int, payload: bytes):
+            def send(self, status: int, payload: bytes, trickle: bool = False):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
-                    self.wfile.write(payload)
+                    if not trickle:
+                        return self.wfile.write(payload)
+                    for i in range(len(payload)):
+                        self.wfile.write(payload[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.1)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -151,6 +162,25 @@ def test_retries_recover_and_failures_are_recorded(server, tmp_path):
     assert all(again[i].cached for i, r in enumerate(results) if not r.error)
     sent = {q for q in questions if server.calls[q] != before[q]}
     assert sent == {q for q, r in by_question.items() if r.error}
+    cache.close()
+
+
+def test_a_call_ends_at_its_deadline_and_at_its_size_bound(server, tmp_path):
+    """A trickle never trips the per-read timeout_s (0.5 s); only the call's deadline ends it."""
+    cache = CallCache(tmp_path / "calls.sqlite")
+    start = time.monotonic()
+    trickle, huge, plain = chat_all(
+        settings(server.url, deadline_s=1.0, max_reply_bytes=10_000),
+        [ask("TRICKLE slowly"), ask("HUGE reply"), ask("plain one")],
+        cache,
+    )
+    assert time.monotonic() - start < 3.0  # the whole reply would take over 10 s
+    assert trickle.error == "deadline_s=1 passed in try 1" and trickle.attempts == 1
+    assert huge.error == "reply larger than max_reply_bytes=10000" and server.calls["HUGE reply"] == 1
+    assert plain.error == "" and plain.content == "The answer is \\boxed{42}."
+    for bad in ({"deadline_s": 0}, {"deadline_s": "10"}, {"max_reply_bytes": 1.5}, {"max_reply_bytes": True}):
+        with pytest.raises(CurateError, match=next(iter(bad))):
+            settings(server.url, **bad)
     cache.close()
 
 

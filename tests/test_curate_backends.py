@@ -198,7 +198,7 @@ def test_vllm_backend_gives_the_transformers_answers_and_verdicts(
 ):
     models = specs("vllm", str(s1_model_dir), format_file, dtype="float32", backend_options=dict(ENGINE_ARGS))
     check_same_as_reference(run_stage(questions, models, calls), reference)
-    assert len(decode.vllm._engines) == 1  # one engine for both forcing modes
+    assert len(decode.vllm.engine._engines) == 1  # one engine for both forcing modes
 
 
 def test_openai_backend_on_vllm_serve_gives_the_transformers_answers_and_verdicts(

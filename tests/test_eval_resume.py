@@ -174,5 +174,5 @@ def test_thinking_without_a_maximum_is_forced_to_leave_room_for_the_answer(s1_mo
     # Turned off, thinking spends the window and the report counts the empty answers.
     rows, point = unbounded(s1_model_dir, tmp_path, None)
     assert all(r["unanswered"] and r["answer"] == "" and not r["correct"] for r in rows)
-    assert all("thinking reached the generation window" in r["reason"] for r in rows)
+    assert all(r["reason"] == "no answer: thinking reached the generation window (30 tokens)" for r in rows)
     assert point["unanswered"] == 1.0 and point["forced"] == 0.0

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from decode import PRESETS, FormatError, ThinkingFormat, get_format
-from decode.formats import AFTER_END, AT_END, BEFORE_END
+from decode.rules.formats import AFTER_END, AT_END, BEFORE_END
 
 
 def test_s1_preset_resolves_on_qwen25(tokenizers):

@@ -150,13 +150,14 @@ def test_named_recipes_load():
     from rl import load_recipe as load_rl_recipe
     from sft import load_recipe as load_sft_recipe
 
-    for name in ("s1", "s1.1", "s1_token_conditional", "s1_rejection", "s1_no_string", "l1"):
+    for name in ("s1", "s1.1", "s1_token_conditional", "s1_step_conditional", "s1_rejection", "s1_no_string", "l1"):
         load_eval_recipe(ROOT / f"recipes/eval/{name}.yaml")
     for name in ("l1_exact", "l1_max", "l1_exact_offline", "l1_max_offline"):
         load_rl_recipe(ROOT / f"recipes/rl/{name}.yaml")
     for name in ("s1_32b", "s1.1_7b"):
         load_sft_recipe(ROOT / f"recipes/sft/{name}.yaml")
     load_curate_recipe(ROOT / "recipes/curate/s1k.yaml")
+    load_curate_recipe(ROOT / "recipes/curate/s1k_paper.yaml")
 
 
 # -- prompt strings ------------------------------------------------------------------------------
@@ -196,6 +197,7 @@ def prompts_of(recipe: Any, problem: Problem) -> dict[tuple[str, str], str]:
 def test_s1_prompts_are_s1s_strings():
     s1 = load_eval_recipe(ROOT / "recipes/eval/s1.yaml")
     token = load_eval_recipe(ROOT / "recipes/eval/s1_token_conditional.yaml")
+    step = load_eval_recipe(ROOT / "recipes/eval/s1_step_conditional.yaml")
     for question in QUESTIONS:
         problem = Problem("aime24", "1", question, "5", "math")
         sent = prompts_of(s1, problem)
@@ -207,6 +209,9 @@ def test_s1_prompts_are_s1s_strings():
         for n in (2048, 4096, 8192, 16384):
             for label in ("token_conditional", "token_conditional+budget_forcing"):
                 assert prompts_of(token, problem)[(label, f"N={n}")] == s1_query(question, {"PROMPTTOKEN": str(n)})
+        for n in (16, 32, 64, 128, 256):
+            for label in ("step_conditional", "step_conditional+budget_forcing"):
+                assert prompts_of(step, problem)[(label, f"N={n}")] == s1_query(question, {"PROMPTSTEP": str(n)})
     # GPQA: s1's QUERY_TEMPLATE of gpqa/openai/utils.py:12, the options in our shuffled order.
     options = "A) 1\nB) 2\nC) 3\nD) 4"
     gpqa = Problem("gpqa_diamond", "r", "Which is even and prime?\n\n" + options, "B", "choice", "ABCD")
@@ -271,10 +276,12 @@ def shrink(value: int, factor: int) -> int:
     return max(2, value // factor)
 
 
-def tiny_eval(name: str, model: Path, tmp_path: Path, factor: int) -> Any:
+def tiny_eval(name: str, model: Path, tmp_path: Path, factor: int, shrink_budgets: bool = True,
+              only: list[str] | None = None) -> Any:  # fmt: skip
     """The recipe with the tiny model, local copies of its benchmarks (one question each; with several samples,
-    one benchmark per kind of prompt), and its budgets and lengths divided by `factor`; every method, prompt
-    and setting else as the recipe says."""
+    one benchmark per kind of prompt; `only`: these benchmarks), and its budgets (unless `shrink_budgets` is
+    False: step counts are no lengths) and lengths divided by `factor`; every method, prompt and setting else
+    as the recipe says."""
     from evals.recipe import recipe_from_dict
 
     data = read_settings(ROOT / f"recipes/eval/{name}.yaml")
@@ -299,10 +306,10 @@ def tiny_eval(name: str, model: Path, tmp_path: Path, factor: int) -> Any:
         for bench in benchmarks:
             kinds.setdefault(bench.get("kind", "math"), bench)
         benchmarks = list(kinds.values())
-    data["benchmarks"] = benchmarks
+    data["benchmarks"] = [b for b in benchmarks if only is None or b["name"] in only]
     for method in data["methods"]:
         for key in ("budgets",):
-            if key in method:
+            if key in method and shrink_budgets:
                 method[key] = [shrink(n, factor) for n in method[key]]
     data["max_tokens"] = shrink(data["max_tokens"], factor)
     if isinstance(data.get("answer_reserve"), int):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from decode import Budget, generate, get_format, prompt_ids
-from decode.replay import ReplayError, replay
-from decode.request_args import RequestArgsError, from_request_args, to_request_args
+from decode.rules.replay import ReplayError, replay
+from decode.rules.request_args import RequestArgsError, from_request_args, to_request_args
 from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS, check
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from decode import Budget, Sampling, generate, get_format, prompt_ids
-from decode.sampling import first_argmax
+from decode.rules.sampling import first_argmax
 from tests.conftest import IM_START
 from tests.tiny_model import QWEN_EOS, build_tiny_model
 

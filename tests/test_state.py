@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from decode import Budget, BudgetError, BudgetState, ThinkingFormat, get_format, reference_generate
-from decode.formats import AFTER_END, AT_END, BEFORE_END, FormatTokens
-from decode.state import FINISH_EOS, FINISH_LENGTH, FINISH_MAX_ANSWER
+from decode.rules.formats import AFTER_END, AT_END, BEFORE_END, FormatTokens
+from decode.rules.state import FINISH_EOS, FINISH_LENGTH, FINISH_MAX_ANSWER
 
 # Real Qwen2.5 ids, for readable expectations.
 IM_START, EOS = 151644, 151645

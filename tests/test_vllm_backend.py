@@ -52,7 +52,7 @@ def engine(request, tmp_path_factory):
             llm = vllm.LLM(model=str(folder), gpu_memory_utilization=0.3, **ENGINE_ARGS)
             assert decode.vllm.has_processor(llm)
         yield preset, folder, llm
-        if llm not in decode.vllm._engines.values():  # load_llm's engines are shut down below
+        if llm not in decode.vllm.engine._engines.values():  # load_llm's engines are shut down below
             llm.llm_engine.engine_core.shutdown()
     finally:
         if plugin is not None:
@@ -69,7 +69,7 @@ def test_processor_and_reprompt_match_the_adapter_in_mixed_batches(engine, greed
         expected = generate(model, tokenizer, PROMPTS, **kwargs)
         if preset == "s1":  # from a path, as a recipe gives it: the engine load_llm built is reused
             results = generate(str(folder), None, PROMPTS, backend="vllm", engine_args=ENGINE_ARGS, **kwargs)
-            assert len(decode.vllm._engines) == 1
+            assert len(decode.vllm.engine._engines) == 1
         else:
             results = generate(llm, tokenizer, PROMPTS, backend="vllm", **kwargs)
         check(results, expected)
@@ -100,7 +100,7 @@ def test_requests_without_budget_are_untouched_beside_forced_ones(engine, tokeni
     forced = generate(llm, tokenizer, PROMPTS[:4], format=fmt, budget=Budget(max_thinking_tokens=3), backend="vllm",
                       max_new_tokens=24)  # fmt: skip
     # Same prompts, forced and plain in one batch: the plain ones come out as they did alone.
-    from decode.request_args import to_request_args
+    from decode.rules.request_args import to_request_args
 
     forced_params = [
         vllm.SamplingParams(

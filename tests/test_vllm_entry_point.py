@@ -19,11 +19,11 @@ from vllm.exceptions import VLLMValidationError  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor import loader as v2_loader  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2Interface  # noqa: E402
 
-import decode.vllm_requests  # noqa: E402
+import decode.vllm.admission  # noqa: E402
 from decode import Budget, get_format  # noqa: E402
-from decode.request_args import to_request_args  # noqa: E402
+from decode.rules.request_args import to_request_args  # noqa: E402
 from decode.vllm import QUALIFIED_NAME, VLLMBudgetForcingProcessor  # noqa: E402
-from decode.vllm_v2 import V2BudgetForcingProcessor  # noqa: E402
+from decode.vllm.v2 import V2BudgetForcingProcessor  # noqa: E402
 from tests.conftest import tokenizer_dir  # noqa: E402
 from tests.test_vllm_backend import entry_point_dir  # noqa: E402
 from tests.vllm_v2_harness import V2Harness  # noqa: E402
@@ -33,7 +33,7 @@ try:  # Model Runner V1 and its processor interface (gone from vLLM 0.34)
     from vllm.v1.sample.logits_processor import BatchUpdate
     from vllm.v1.sample.logits_processor import LogitsProcessor as V1Interface
 
-    from decode.vllm_v1 import V1BudgetForcingProcessor
+    from decode.vllm.v1 import V1BudgetForcingProcessor
 
     HAS_V1 = True
 except ImportError:
@@ -98,13 +98,13 @@ def test_admission_checks_run_through_both_runners_validators(installed, monkeyp
         # Here (no Triton) every engine runs Model Runner V1, which cannot put penalties in the proposal.
         with pytest.raises(VLLMValidationError, match="repetition_penalty under vLLM's Model Runner V1"):
             validate(penalty)
-    monkeypatch.setattr(decode.vllm_requests, "certainly_v1_runner", lambda: False)  # a GPU with Triton
+    monkeypatch.setattr(decode.vllm.admission, "certainly_v1_runner", lambda: False)  # a GPU with Triton
     v2_validate(penalty)  # V2 honours penalties: admitted
 
 
 @needs_v1
 def test_v1_refuses_penalties_in_the_engine_when_admission_could_not_tell(caplog, monkeypatch):
-    monkeypatch.setattr(decode.vllm_requests, "certainly_v1_runner", lambda: False)
+    monkeypatch.setattr(decode.vllm.admission, "certainly_v1_runner", lambda: False)
     processor = VLLMBudgetForcingProcessor(config(), torch.device("cpu"), False)
     assert isinstance(processor, V1BudgetForcingProcessor)
     params = SamplingParams(
@@ -147,9 +147,9 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcReque
 plugins = loader._load_v2_logitsprocs_plugins()  # the entry point, loaded as vLLM's front end does
 
 from decode import Budget, get_format
-from decode.request_args import to_request_args
+from decode.rules.request_args import to_request_args
 from decode.vllm import QUALIFIED_NAME, VLLMBudgetForcingProcessor
-from decode.vllm_v2 import V2BudgetForcingProcessor
+from decode.vllm.v2 import V2BudgetForcingProcessor
 from tests.vllm_v2_harness import VLLM_0_34, V2Harness
 from transformers import AutoTokenizer
 

@@ -11,10 +11,10 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: 
 
 from vllm.inputs import TokensPrompt  # noqa: E402
 
-import decode.vllm_requests  # noqa: E402
+import decode.vllm.admission  # noqa: E402
 from decode import Budget, get_format, prompt_ids, reference_generate  # noqa: E402
-from decode.request_args import from_request_args, to_request_args  # noqa: E402
-from decode.state import BudgetState  # noqa: E402
+from decode.rules.request_args import from_request_args, to_request_args  # noqa: E402
+from decode.rules.state import BudgetState  # noqa: E402
 from decode.vllm import VLLMBudgetForcingProcessor  # noqa: E402
 from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import PROMPTS  # noqa: E402
@@ -48,7 +48,7 @@ def inject_faults(monkeypatch) -> None:
 
     for name in ("advance", "extend_free", "preview", "free_run"):
         monkeypatch.setattr(BudgetState, name, faulty(getattr(BudgetState, name)))
-    admit = decode.vllm_requests.Admission.admit
+    admit = decode.vllm.admission.Admission.admit
 
     def faulty_admit(self, params, refusal=None):
         parsed = from_request_args(params.extra_args)
@@ -56,7 +56,7 @@ def inject_faults(monkeypatch) -> None:
             raise KeyError("injected fault at admission")
         return admit(self, params, refusal)
 
-    monkeypatch.setattr(decode.vllm_requests.Admission, "admit", faulty_admit)
+    monkeypatch.setattr(decode.vllm.admission.Admission, "admit", faulty_admit)
 
 
 def test_a_failing_request_ends_alone_and_the_engine_goes_on(tmp_path, monkeypatch, caplog, greedy_models, tokenizers):

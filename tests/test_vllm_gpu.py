@@ -24,7 +24,7 @@ if not torch.cuda.is_available():
 
 from decode import generate, get_format, prompt_ids  # noqa: E402
 from decode.vllm import load_llm, release_llms  # noqa: E402
-from decode.vllm_requests import has_v1_runner  # noqa: E402
+from decode.vllm.admission import has_v1_runner  # noqa: E402
 from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, TOKENIZER_OF, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS, check  # noqa: E402
 from tests.tiny_model import save_tiny_model  # noqa: E402

@@ -14,9 +14,9 @@ pytest.importorskip("vllm.v1.sample.logits_processor", reason="this vLLM has no 
 from vllm.inputs import TokensPrompt  # noqa: E402
 from vllm.v1.request import RequestStatus  # noqa: E402
 
-import decode.vllm_requests  # noqa: E402
+import decode.vllm.admission  # noqa: E402
 from decode import Budget, get_format, prompt_ids, reference_generate  # noqa: E402
-from decode.request_args import to_request_args  # noqa: E402
+from decode.rules.request_args import to_request_args  # noqa: E402
 from decode.vllm import VLLMBudgetForcingProcessor  # noqa: E402
 from tests.conftest import GREEDY_BIASES, GREEDY_INIT_STD, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import PROMPTS  # noqa: E402
@@ -40,7 +40,7 @@ def test_preempted_requests_resume_token_identical_and_leave_no_state(tmp_path, 
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     tokenizer, fmt = tokenizers["s1"], get_format("s1")
     folder = save_tiny_model(tmp_path / "model", tokenizer_dir("qwen2.5"), GREEDY_BIASES["s1"], 1, GREEDY_INIT_STD)
-    before = set(decode.vllm_requests._acting)
+    before = set(decode.vllm.admission._acting)
     llm = vllm.LLM(
         model=str(folder),
         dtype="float32",
@@ -57,8 +57,8 @@ def test_preempted_requests_resume_token_identical_and_leave_no_state(tmp_path, 
         enable_prefix_caching=False,
     )
     try:
-        [key] = set(decode.vllm_requests._acting) - before
-        processor = decode.vllm_requests._acting[key]()
+        [key] = set(decode.vllm.admission._acting) - before
+        processor = decode.vllm.admission._acting[key]()
         engine = llm.llm_engine
         scheduler = engine.engine_core.engine_core.scheduler
         requests = {}

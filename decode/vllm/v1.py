@@ -35,9 +35,9 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from .sampling import first_argmax
-from .state import BudgetState
-from .vllm_requests import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, v1_refusal, validate
+from ..rules.sampling import first_argmax
+from ..rules.state import BudgetState
+from .admission import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, v1_refusal, validate
 
 MAX_PARKED = 4096  # states of preempted requests kept until they resume
 

@@ -9,7 +9,6 @@ probability of a wait, instead of being spread over the other tokens as masking 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from .json_files import read_json_object
 
 # generation_config.json fields that change which token is chosen but that `Sampling` cannot express,
 # with the value at which each does nothing. A checkpoint that sets one otherwise is refused.
@@ -223,10 +224,4 @@ def _read_generation_config(path: str | Path) -> tuple[str, dict[str, Any]]:
             path = Path(hf_hub_download(str(path), "generation_config.json"))
         except Exception as err:  # the hub's many errors: not found, offline, gated
             raise ValueError(f"no generation_config.json found for {str(path)!r}: {err}") from None
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return str(path), config
+    return str(path), read_json_object(path)

@@ -45,13 +45,13 @@ from typing import Any
 import httpcore
 import httpx
 
-from .budget import Budget
-from .formats import FormatTokens
-from .replay import replay
-from .reprompt import Continuation, Engine, reprompt_generate
-from .request_args import FORMAT_KEY, to_request_args
-from .sampling import Sampling
-from .state import BudgetSummary
+from ..reprompt.loop import Continuation, Engine, reprompt_generate
+from ..rules.budget import Budget
+from ..rules.formats import FormatTokens
+from ..rules.replay import replay
+from ..rules.request_args import FORMAT_KEY, to_request_args
+from ..rules.sampling import Sampling
+from ..rules.state import BudgetSummary
 
 logger = logging.getLogger("decode.openai_client")
 

@@ -12,23 +12,18 @@ the budget, not the full budget again. Each round re-reads the whole sequence; w
 (vLLM's default) that re-read is a cache hit rather than a prefill.
 
 An engine is a function from a list of `Continuation` requests to the new token ids of each, the
-stop token included when it stopped at one. `hf_engine` wraps a transformers model (the reference
-in tests); `decode.vllm` and `decode.openai_client` provide vLLM and HTTP engines.
+stop token included when it stopped at one. `decode.hf.engine` wraps a transformers model (the
+reference in tests); `decode.vllm` and `decode.openai_client` provide vLLM and HTTP engines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import torch
-
-from .budget import Budget
-from .formats import FormatTokens
-from .hf import RowPenalty, check_generation_defaults, explicit_generation_config
-from .sampling import Sampling
-from .state import BudgetState, BudgetSummary
+from ..rules.budget import Budget
+from ..rules.formats import FormatTokens
+from ..rules.state import BudgetState, BudgetSummary
 
 
 @dataclass(frozen=True)
@@ -117,45 +112,3 @@ def _room(state: BudgetState) -> int:
     if not state.thinking_phase and budget.max_answer_tokens is not None:
         room = min(room, budget.max_answer_tokens - state.answer_tokens)
     return max(1, room)
-
-
-def hf_engine(model: Any, pad_token_id: int, sampling: Sampling | None = None) -> Engine:
-    """An engine over a transformers causal LM: one batched `generate` call per round.
-
-    Rows are left-padded; each is cut at its own `max_tokens` and first stop token, so the batch
-    gives every row what a call of its own would (exactly so under greedy decoding). Every generation
-    setting is given explicitly from `sampling`, so nothing comes from the model's generation config,
-    and the repetition penalty sees each row's own tokens, not its padding.
-    """
-    sampling = sampling or Sampling()
-    check_generation_defaults(model)
-    device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def run(requests: list[Continuation]) -> list[list[int]]:
-        width = max(len(r.prompt_ids) for r in requests)
-        ids = torch.full((len(requests), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, r in enumerate(requests):
-            ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[row, width - len(r.prompt_ids) :] = 1
-        stops = sorted({t for r in requests for t in r.stop_token_ids})
-        seeds = [r.seed for r in requests if r.seed is not None]
-        if seeds:
-            torch.manual_seed(seeds[0])
-        config = explicit_generation_config(
-            sampling, max_new_tokens=max(r.max_tokens for r in requests), eos_token_id=stops, pad_token_id=pad_token_id
-        )
-        penalty = [RowPenalty(sampling, [width - len(r.prompt_ids) for r in requests])] if sampling.penalised else []
-        out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config, logits_processor=penalty
-        )
-        results = []
-        for row, r in enumerate(requests):
-            new = out[row, width:].tolist()[: r.max_tokens]
-            # generate stops a row at any row's stop token: what came before it is still the model's.
-            stop = next((j for j, t in enumerate(new) if t in stops), None)
-            results.append(new if stop is None else new[: stop + 1])
-        return results
-
-    return run

@@ -3,7 +3,7 @@
 Instruct models that never learnt a thinking format (s1's difficulty references, Qwen2.5-Instruct) are
 asked as they were trained: no opener is appended, nothing is forced, the model's own end-of-sequence
 ends the completion, and the whole completion is the answer. Every backend runs it through the same
-engine it uses for the re-prompt loop (`reprompt.hf_engine`, `vllm.vllm_engine`,
+engine it uses for the re-prompt loop (`hf.engine.hf_engine`, `vllm.engine.vllm_engine`,
 `openai_client.client_engine`): one continuation per prompt, stopped at end-of-sequence or the cap.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .budget import Budget
-from .reprompt import Continuation, Engine
-from .result import BudgetResult
-from .state import FINISH_EOS, FINISH_LENGTH, FINISH_MAX_ANSWER
+from ..rules.budget import Budget
+from ..rules.result import BudgetResult
+from ..rules.state import FINISH_EOS, FINISH_LENGTH, FINISH_MAX_ANSWER
+from .loop import Continuation, Engine
 
 DEFAULT_PLAIN_MAX_NEW_TOKENS = 4096
 

@@ -48,8 +48,8 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsContext, LogitsProcessor, LogitsProcRequestState
 
-from .sampling import first_argmax
-from .vllm_requests import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, validate
+from ..rules.sampling import first_argmax
+from .admission import FORCED_LOGIT, Admission, ForcedRequest, claim_engine, logger, replayed, validate
 
 MAX_RETIRED = 4096  # states of requests whose slot was taken while they were unfinished (preempted)
 RUN_CHUNK = 256  # the most tokens of a free run kept in the slot arrays before the state records them

@@ -77,6 +77,15 @@ def replay(
 
 def _proposals(tokens: FormatTokens, state: BudgetState, emitted: int, own: bool | None) -> list[int]:
     """The model proposals that would make `state` emit `emitted`, the likelier first."""
+    if state.at_step_marker and emitted == tokens.answer_head:  # rule 4: the model's own answer, or a stand-in
+        assert tokens.step_zero is not None
+        ends = sorted(tokens.eos - tokens.end)
+        stand_ins = ([tokens.step_zero] if state.budget.end_at_zero_steps else []) + ends[:1]
+        if own is True or not stand_ins:
+            return [emitted]
+        if own is False:
+            return stand_ins[:1]
+        return [emitted, stand_ins[0]]  # as for an allowed end token: the model's own first
     injected = state.replaces_end() and emitted == tokens.wait[0]
     closed = state.thinking_phase and not state.replaces_end() and emitted == tokens.close[0][0]
     stand_in = min(tokens.end) if injected else min(tokens.eos) if closed else None

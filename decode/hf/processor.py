@@ -33,13 +33,11 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from .budget import Budget
-from .formats import FormatTokens, ThinkingFormat, get_format
-from .result import BudgetResult, to_result
-from .sampling import Sampling, first_argmax
-from .state import BudgetState
-
-DEFAULT_MAX_NEW_TOKENS = 32768  # s1's cap on a whole completion when a budget leaves it open
+from ..rules.budget import Budget, default_max_new_tokens
+from ..rules.formats import ThinkingFormat, get_format
+from ..rules.result import BudgetResult, to_result
+from ..rules.sampling import Sampling, first_argmax
+from ..rules.state import BudgetState
 
 # Every transformers generation setting that changes the chosen token and has a value that does
 # nothing, at that value. transformers 5 fills a setting left None from the model's generation config.
@@ -128,14 +126,6 @@ class RowPenalty(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return self.sampling.penalise(input_ids, scores, self.padding)
-
-
-def default_max_new_tokens(tokens: FormatTokens, budget: Budget) -> int:
-    """The longest completion `budget` allows, or DEFAULT_MAX_NEW_TOKENS when it is unbounded."""
-    if budget.max_thinking_tokens is None or budget.max_answer_tokens is None:
-        return DEFAULT_MAX_NEW_TOKENS
-    closing = max(len(tokens.force), len(tokens.close))
-    return max(1, budget.max_thinking_tokens + closing + budget.max_answer_tokens)
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):

@@ -14,6 +14,15 @@ The rules, with n thinking tokens so far:
 3. Otherwise the proposal is emitted. An allowed end token starts the answer; an allowed
    end-of-sequence is replaced by the format's `close` string, so an answer still follows. The
    answer ends at end-of-sequence or after `max_answer_tokens` model tokens.
+
+A format with steps (s1's step-conditional model writes `<|im_start|>{k} steps left\n` before each
+step) uses its end token for every marker, so the token after it decides:
+4. An end token in thinking is emitted as thinking. If the model then proposes the close string's
+   rest ("answer"), thinking ended at that end token; with `end_at_zero_steps`, a proposal of the
+   zero-steps marker ("0") is replaced by the close string's rest, which ends thinking there (s1
+   stopped at `<|im_start|>0` and appended `answer`); an end-of-sequence there is replaced the same
+   way, as rule 3 would close thinking. Anything else is a step marker: thinking goes on. Minimum
+   budgets and ignores are refused with steps (s1 ran none).
 """
 
 from __future__ import annotations
@@ -70,6 +79,10 @@ class BudgetState:
         self.answer_start: int | None = None
         self.finish_reason: str | None = None
         self._queue: deque[tuple[int, Role]] = deque()
+        self._marker = False  # rule 4: an end token was just emitted in thinking under a format with steps
+        if tokens.step_zero is not None and (budget.min_thinking_tokens or budget.num_ignore):
+            raise ValueError("a format with steps takes no minimum thinking budget and no ignores (rule 4 decides "
+                             "each end token by the token after it)")  # fmt: skip
         if budget.max_thinking_tokens == 0:
             self._force_end()
 
@@ -81,6 +94,11 @@ class BudgetState:
     def thinking_phase(self) -> bool:
         return self.answer_start is None
 
+    @property
+    def at_step_marker(self) -> bool:
+        """Rule 4 decides the next token: an end token was just emitted in thinking under a format with steps."""
+        return self._marker
+
     def replaces_end(self) -> bool:
         """Whether an end of thinking proposed now would be replaced by the wait string (rule 2)."""
         return self.thinking_phase and (self.thinking < self.budget.min_thinking_tokens or self.ignores_left > 0)
@@ -88,7 +106,10 @@ class BudgetState:
     def suppresses_end(self, proposal: int) -> bool:
         """Whether `proposal` is an end of thinking that rule 2 refuses with nothing in its place (an empty
         wait string): the adapter then calls `suppress_end` and proposes again without the end tokens."""
-        return not self.tokens.wait and int(proposal) in self.tokens.stops_thinking and self.replaces_end()
+        if self.tokens.wait or not self.thinking_phase:
+            return False
+        replaced, by_wait = self._replaced()
+        return by_wait and int(proposal) in replaced
 
     def suppress_end(self) -> None:
         """Rule 2 with an empty wait string: one ignore is used, and no token is emitted for it."""
@@ -105,6 +126,7 @@ class BudgetState:
             raise RuntimeError("advance() on a finished sequence")
         if self._queue:
             token, role = self._queue.popleft()
+            self._marker = False
         elif proposal is None:
             raise ValueError("the next token is not forced: advance() needs the model's proposal")
         else:
@@ -129,21 +151,32 @@ class BudgetState:
         """The proposals rule 2 or 3 would replace now, and the first token emitted in their place: in
         thinking, every end of thinking by the wait string while it applies, else an end-of-sequence
         by the closing string. Outside thinking, nothing (the replacement is then meaningless)."""
-        tokens = self.tokens
         if not self.thinking_phase:
             return frozenset(), -1
+        if self._marker:  # rule 4: the close string's rest stands in for these
+            tokens = self.tokens
+            assert tokens.answer_head is not None and tokens.step_zero is not None
+            zero = {tokens.step_zero} if self.budget.end_at_zero_steps else set()
+            return frozenset((tokens.eos - tokens.end) | zero), tokens.answer_head
+        replaced, by_wait = self._replaced()
+        if by_wait and not self.tokens.wait:
+            raise ValueError("an empty wait string needs an engine that proposes again without the end tokens "
+                             "(the transformers backend); this engine replaces them by a token")  # fmt: skip
+        return replaced, self.tokens.wait[0] if by_wait else self.tokens.close[0][0]
+
+    def _replaced(self) -> tuple[frozenset[int], bool]:
+        """Rules 2 and 3 in thinking, the one place they are stated: the proposals replaced now, and
+        whether by the wait string (rule 2: every end of thinking while it applies) or else by the
+        closing string (rule 3: an end-of-sequence that is not itself an end token)."""
         if self.replaces_end():
-            if not tokens.wait:
-                raise ValueError("an empty wait string needs an engine that proposes again without the end tokens "
-                                 "(the transformers backend); this engine replaces them by a token")  # fmt: skip
-            return tokens.stops_thinking, tokens.wait[0]
-        return tokens.eos - tokens.end, tokens.close[0][0]
+            return self.tokens.stops_thinking, True
+        return self.tokens.eos - self.tokens.end, False
 
     def free_run(self) -> int:
         """How many of the next tokens the model chooses with no rule able to act on them, unless one of
         them is in `watched()`. Engines that learn the chosen tokens only later (vLLM) record such a
         run at once with `extend_free` instead of calling `advance` for every token."""
-        if self.done or self._queue:
+        if self.done or self._queue or self._marker:
             return 0
         left = self.max_new_tokens - len(self.completion)
         budget = self.budget
@@ -160,7 +193,11 @@ class BudgetState:
     def watched(self) -> frozenset[int]:
         """The proposals the rules may act on now: the tokens that end thinking (in the answer, the
         end-of-sequence ids)."""
-        return self.tokens.stops_thinking if self.thinking_phase else self.tokens.eos
+        if not self.thinking_phase:
+            return self.tokens.eos
+        if self._marker:
+            return self.tokens.stops_thinking | {self.tokens.answer_head, self.tokens.step_zero}
+        return self.tokens.stops_thinking
 
     def extend_free(self, tokens: list[int]) -> None:
         """Record model tokens as `advance` would one by one: at most `free_run()` of them, none of
@@ -198,9 +235,14 @@ class BudgetState:
     def _apply_rules(self, proposal: int) -> tuple[int, Role]:
         if not self.thinking_phase:
             return proposal, Role.ANSWER
-        if proposal not in self.tokens.stops_thinking:
-            return proposal, Role.THOUGHT
-        if self.replaces_end():  # rule 2
+        if self.tokens.step_zero is not None:
+            decided = self._step_rules(proposal)
+            if decided is not None:
+                return decided
+        replaced, by_wait = self._replaced()
+        if proposal not in replaced:  # rule 3: a thought, or a natural end of thinking
+            return proposal, Role.END if proposal in self.tokens.end else Role.THOUGHT
+        if by_wait:  # rule 2
             if not self.tokens.wait:
                 raise ValueError("an end of thinking proposed under rule 2 with an empty wait string: the adapter "
                                  "must call suppress_end() and propose again without the end tokens")  # fmt: skip
@@ -208,9 +250,32 @@ class BudgetState:
             self.waits += 1
             self._queue.extend((t, Role.WAIT) for t in self.tokens.wait[1:])
             return self.tokens.wait[0], Role.WAIT
-        if proposal in self.tokens.end:  # rule 3: a natural end of thinking
-            return proposal, Role.END
         return self._start_forced(self.tokens.close)  # rule 3: end-of-sequence inside thinking
+
+    def _step_rules(self, proposal: int) -> tuple[int, Role] | None:  # rule 4; None: the other rules decide
+        tokens = self.tokens
+        if self._marker:
+            self._marker = False
+            if proposal == tokens.answer_head:  # the model ends thinking itself
+                self._end_at_marker()
+                return proposal, Role.ANSWER
+            zero = proposal == tokens.step_zero and self.budget.end_at_zero_steps
+            if zero or (proposal in tokens.eos and proposal not in tokens.end):
+                self._end_at_marker()
+                self.forced_end = self.forced_end or zero
+                tail = [(t, Role.TAIL) for t, pos in tokens.close if pos == AFTER_END]
+                self._queue.extend(tail[1:])
+                return tail[0]
+            return None
+        if proposal in tokens.end:
+            self._marker = True
+            return proposal, Role.THOUGHT
+        return None
+
+    def _end_at_marker(self) -> None:
+        """The end token just emitted ended thinking: it stops counting as thinking and the answer starts after it."""
+        self.thinking -= 1
+        self.answer_start = len(self.completion)
 
     def _force_end(self) -> None:  # rule 1
         self._queue.clear()  # drops what is left of a wait string cut at the maximum

@@ -20,13 +20,12 @@ from typing import Any
 import torch
 from vllm import SamplingParams
 
-from .budget import Budget
-from .formats import FormatTokens, ThinkingFormat
-from .generate import folder_eos_ids
-from .hf import DEFAULT_MAX_NEW_TOKENS
-from .request_args import from_request_args
-from .sampling import Sampling
-from .state import BudgetState
+from ..prepare.model_config import folder_eos_ids
+from ..rules.budget import DEFAULT_MAX_NEW_TOKENS, Budget
+from ..rules.formats import FormatTokens, ThinkingFormat
+from ..rules.request_args import from_request_args
+from ..rules.sampling import Sampling
+from ..rules.state import BudgetState
 
 logger = logging.getLogger("decode.vllm")
 
@@ -49,9 +48,6 @@ def claim_engine(vllm_config: Any, processor: object) -> bool:
         return False
     _acting[id(vllm_config)] = weakref.ref(processor)
     return True
-
-
-eos_token_ids = folder_eos_ids  # the ids vLLM stops at: the tokenizer's and the generation config's
 
 
 def sampling_of(params: SamplingParams) -> Sampling:
@@ -217,7 +213,7 @@ class Admission:
 
     def eos_ids(self) -> list[int]:
         if self._eos is None:
-            self._eos = eos_token_ids(self.model_path, self.tokenizer())
+            self._eos = folder_eos_ids(self.model_path, self.tokenizer())
         return self._eos
 
     def tokenizer(self) -> Any:

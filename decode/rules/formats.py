@@ -30,6 +30,11 @@ class ThinkingFormat:
         force: emitted when thinking reaches its maximum; must contain one of `end`.
         wait: emitted in place of an end of thinking that the budget does not yet allow; "" emits
             nothing (the end is refused and the model proposes again; s1's "without string").
+        steps: for a model that counts its steps down, the marker it writes after the end token
+            before each step, `{k}` standing for the steps left (s1's step-conditional model:
+            "{k} steps left\n"); "" for none. With steps, an end token starts a marker and thinking
+            goes on, unless the model follows it with the close string's rest ("answer"): that
+            ends thinking (see decode/state.py for the step rules).
     """
 
     name: str
@@ -38,6 +43,7 @@ class ThinkingFormat:
     close: str
     force: str
     wait: str = "Wait"
+    steps: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.end, str):
@@ -49,10 +55,14 @@ class ThinkingFormat:
             raise FormatError(f"format {self.name!r}: 'wait' must be a string (\"\" for none)")
         if not self.end or not all(isinstance(e, str) and e for e in self.end):
             raise FormatError(f"format {self.name!r}: 'end' must list at least one non-empty string")
+        if not isinstance(self.steps, str) or (self.steps and "{k}" not in self.steps):
+            raise FormatError(
+                f"format {self.name!r}: 'steps' must be \"\" or a marker holding {{k}}, got {self.steps!r}"
+            )
 
     def with_wait(self, wait: str) -> ThinkingFormat:
         """The same format with another wait string (s1 Table 4 compares "Wait", "Hmm", ...)."""
-        return ThinkingFormat(self.name, self.open, self.end, self.close, self.force, wait)
+        return ThinkingFormat(self.name, self.open, self.end, self.close, self.force, wait, self.steps)
 
     def tokens(self, tokenizer: Any, eos_token_ids: list[int] | None = None) -> FormatTokens:
         """Resolve this format against `tokenizer`; see `FormatTokens`."""
@@ -73,7 +83,18 @@ THINK = ThinkingFormat(
     close="</think>\n\n",
     force="\n</think>\n\nFinal Answer:",
 )
-PRESETS: dict[str, ThinkingFormat] = {"s1": S1, "think": THINK}
+# s1's step-conditional model (simplescaling/step-conditional-control): each step opens with
+# `<|im_start|>{k} steps left\n` and the answer with `<|im_start|>answer\n`; thinking starts with the
+# bare `<|im_start|>` (simplescaling/s1@77272c6:eval/commands.sh:70, `thinking_start=<|im_start|>`).
+S1_STEPS = ThinkingFormat(
+    name="s1_steps",
+    open="<|im_start|>",
+    end=("<|im_start|>",),
+    close="<|im_start|>answer\n",
+    force="\n<|im_start|>answer\nFinal Answer:",
+    steps="{k} steps left\n",
+)
+PRESETS: dict[str, ThinkingFormat] = {"s1": S1, "think": THINK, "s1_steps": S1_STEPS}
 
 
 def get_format(spec: str | ThinkingFormat) -> ThinkingFormat:
@@ -96,7 +117,7 @@ def get_format(spec: str | ThinkingFormat) -> ThinkingFormat:
         try:
             return ThinkingFormat(**fields)
         except TypeError as err:
-            raise FormatError(f"{path}: {err} (fields: name, open, end, close, force, wait)") from None
+            raise FormatError(f"{path}: {err} (fields: name, open, end, close, force, wait, steps)") from None
     raise FormatError(f"unknown thinking format {spec!r}: expected one of {sorted(PRESETS)} or a path to a .json file")
 
 
@@ -120,6 +141,8 @@ class FormatTokens:
     force: tuple[tuple[int, str], ...]
     wait: tuple[int, ...]
     close_suffix: str = field(default="")
+    step_zero: int | None = None  # first token of the marker of zero steps left (formats with steps)
+    answer_head: int | None = None  # first token after the end token in `close` (formats with steps)
 
     @property
     def stops_thinking(self) -> frozenset[int]:
@@ -179,7 +202,16 @@ class FormatTokens:
         # stripped from the front of the answer text when present.
         close_tail = [t for t, pos in close if pos == AFTER_END]
         close_suffix = tokenizer.decode(close_tail) if close_tail else ""
-        return cls(fmt, open_ids, end, eos, close, with_end("force"), wait, close_suffix)
+        step_zero = answer_head = None
+        if fmt.steps:
+            zero, one = encode(fmt.steps.format(k=0)), encode(fmt.steps.format(k=1))
+            if not close_tail or not zero or zero[0] == one[0] or close_tail[0] in (zero[0], one[0]):
+                raise FormatError(
+                    f"{where}: with steps, the first tokens of the zero-steps marker {fmt.steps.format(k=0)!r}, "
+                    f"another marker and the close string's rest {close_suffix!r} must differ"
+                )
+            step_zero, answer_head = zero[0], close_tail[0]
+        return cls(fmt, open_ids, end, eos, close, with_end("force"), wait, close_suffix, step_zero, answer_head)
 
 
 def _added_special_ids(tokenizer: Any) -> list[int]:
