@@ -9,7 +9,6 @@ evaluated, demo-l1.png (s1's budget forcing against L1's length prompt; demo.com
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import compare  # noqa: E402
+from .compare import pct, standard_error  # noqa: E402
 
 BENCHMARK = "demo"
 MAX_METHOD = "budget_forcing"  # the recipe's label of the maximum-budget sweep
@@ -29,10 +29,6 @@ def load(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "summary.json").read_text())["benchmarks"][BENCHMARK]
 
 
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
 def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
     """What the run shows, stated from its numbers: the claims the demo is there to check."""
     out = []
@@ -41,7 +37,7 @@ def findings(base: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
     gain = top["accuracy"] - base_top["accuracy"]
     # The standard error of a difference of two accuracies, each over its own runs; "clearly"
     # means three of them, well beyond what resampling the held-out questions could do.
-    error = math.sqrt(sum(p["accuracy"] * (1 - p["accuracy"]) / p["runs"] for p in (top, base_top)))
+    error = standard_error(top, base_top)
     verdict = "clearly above" if gain >= 3 * error else "not clearly above"
     out.append(
         f"After SFT, accuracy at the largest budget ({top['budget']} thinking tokens) is {pct(top['accuracy'])}%, "
