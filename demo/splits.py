@@ -19,7 +19,7 @@ from typing import Any
 from curate.decontaminate import word_ngrams, words
 from curate.pipeline import write_jsonl_atomically
 
-FIELDS = ("id", "question", "answer", "domain", "level")
+FIELDS = ("id", "question", "answer", "domain", "level", "trace")  # the trace: for demo.warmup
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

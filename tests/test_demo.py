@@ -213,7 +213,8 @@ def test_lcpo_questions_leave_out_the_held_out_set_and_the_flawed_rows(tmp_path:
 
     held = "Arithmetic: add 9, 2 times, and give the last digit. Start at 70."
     pool = [{"id": f"p{i}", "question": f"Counting: how many multiples of {i} are there up to 90?", "answer": "1",
-             "domain": "counting", "level": 1, "flaw": ""} for i in range(2, 22)]  # fmt: skip
+             "domain": "counting", "level": 1, "trace": f"1) 0+{i}={i}\nSo the answer is 1.", "flaw": ""}
+            for i in range(2, 22)]  # fmt: skip
     pool += [
         {**pool[0], "id": "unmarked", "question": held, "flaw": ""},  # held out, though not marked as leaked
         {**pool[0], "id": "leak", "question": held, "flaw": "leaked"},
@@ -229,6 +230,35 @@ def test_lcpo_questions_leave_out_the_held_out_set_and_the_flawed_rows(tmp_path:
     assert (len(train), len(val)) == (15, 5)
     assert sorted(r["id"] for r in train + val) == sorted(f"p{i}" for i in range(2, 22))
     assert splits([str(tmp_path), "--validation", "2"]) == 2
+
+
+def test_warmup_rows_are_as_long_as_their_budget(tokenizers):
+    from decode import get_format
+    from demo.warmup import CHECK, warmup_rows
+    from sft.data import assistant_text
+
+    tokenizer, fmt = tokenizers["s1"], get_format("s1")
+    task = generate_tasks(8, seed=5)[3]
+    row = {"id": "q", "question": task.question, "answer": task.answer, "trace": task.trace}
+    rows = warmup_rows([row] * 40, tokenizer, 16, 256, seed=0)
+
+    def completion_tokens(out: dict) -> int:
+        text = assistant_text(fmt, out["trace"], out["answer"], "Final Answer: ")[len(fmt.open) :]
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    full = completion_tokens({**row, "trace": task.trace})
+    for out in rows:
+        assert out["question"] == f"{task.question}\n\nThink for {out['budget']} tokens."
+        assert out["budget"] - 2 <= completion_tokens(out) <= out["budget"]  # cut on a token, not on a line
+        if out["budget"] < full:  # a prefix of the teacher's trace
+            assert task.trace.startswith(out["trace"])
+        else:  # the whole trace, then (a part of) a check
+            assert out["trace"].startswith(task.trace)
+            assert len(out["trace"]) > len(task.trace) or out["budget"] <= full + 2
+    assert min(r["budget"] for r in rows) < full < max(r["budget"] for r in rows)
+    assert max(r["trace"].count(CHECK) for r in rows) > task.trace.count(CHECK) + 1  # checks added whole
+    with pytest.raises(ValueError, match="row 1 \\(q\\): a question with its trace and answer is needed"):
+        warmup_rows([{**row, "trace": ""}], tokenizer, 16, 256, seed=0)
 
 
 def _points(accuracies: list[float], deviations: list[float] | None = None) -> dict:
@@ -263,3 +293,18 @@ def test_l1_findings_judge_the_targets(lcpo: dict, forcing: list[float], expecte
     text = " ".join(findings(tuned, {"length_prompt_exact": lcpo}))
     assert all(phrase in text for phrase in expected), text
     assert "before LCPO: 0.60" in text
+
+
+def test_stage_commands_run_two_at_a_time_and_a_failure_stops_the_others(tmp_path: Path):
+    import time
+
+    from demo.__main__ import run_commands
+
+    marker = tmp_path / "threads"
+    record = f"import os, pathlib; pathlib.Path({str(marker)!r}).write_text(os.environ.get('OMP_NUM_THREADS', ''))"
+    seconds, peak = run_commands((("timeit", "-n1", "-r1", record), ("timeit", "-n1", "-r1", "pass")), jobs=2)
+    assert marker.read_text() == str(max(1, (os.cpu_count() or 1) // 2)) and peak > 0
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match="`python -m json.tool /no/such/file` failed"):
+        run_commands((("timeit", "-n1", "-r1", "import time; time.sleep(60)"), ("json.tool", "/no/such/file")), jobs=2)
+    assert time.perf_counter() - start < 30  # the sleeping one was stopped, not waited for

@@ -1,0 +1,139 @@
+"""Length-labelled rows: the LCPO stage's warm-up, so that the fine-tuned model has seen a length sentence.
+
+L1 trains with LCPO from DeepScaleR, a model that already reads its prompt; the demo's fine-tuned
+model was trained on bare questions only, and "Think for N tokens." is text it has never seen. This
+stage (our addition, not L1's recipe: the "length-labelled warm-up") shows it, before LCPO, what
+the sentence asks for. Each LCPO training question is asked with an N drawn as LCPO draws it, and
+its answer turn is the teacher's trace cut or lengthened until the whole completion is N tokens:
+
+- a trace longer than that is cut, token by token, and the answer follows (a budget too small
+  to finish the work: the answer is then a guess, as after budget forcing);
+- a shorter one is followed by as many checks as fit ("Wait, let me check.", the steps again,
+  "It matches."), the last of them cut where the budget ends.
+
+n is counted as the LCPO reward counts it (`length: completion`): every token the model writes
+after the thinking opener, the end of thinking and the answer included, end of sequence excluded.
+
+`python -m demo.warmup RL_RECIPE TOKENIZER` reads the LCPO recipe's questions (`rl_train.jsonl`,
+from `python -m demo.splits`) and range of N, and writes `rl_warmup.jsonl` beside the questions: one
+row per question, with `question` (the question, a blank line and the length sentence, the
+evaluation harness's layout and LCPO's), `trace`, `answer` and `budget`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import AutoTokenizer
+
+from curate.pipeline import write_jsonl_atomically
+from decode import get_format
+from rl.prompts import EXACT, draw_budgets, user_message
+from sft.data import assistant_text
+
+from .splits import read_jsonl
+
+CHECK = "Wait, let me check."
+MATCHES = "It matches."
+
+
+def steps_of(trace: str) -> list[str]:
+    """The numbered step lines of a trace's last pass: the steps a check writes again."""
+    lines = trace.splitlines()
+    if CHECK in lines:
+        lines = lines[lines.index(CHECK) + 1 :]
+    return [line for line in lines if line[:1].isdigit()]
+
+
+def lengthened(trace: str, passes: int) -> str:
+    """The trace followed by `passes` checks, each the steps again and "It matches."."""
+    check = "\n".join([CHECK, *steps_of(trace), MATCHES])
+    return "\n".join([trace, *[check] * passes])
+
+
+def fit(trace: str, budget: int, length: Callable[[str], int], token_ids: Callable[[str], list[int]],
+        decode: Callable[[list[int]], str]) -> str:  # fmt: skip
+    """The longest prefix of the trace, lengthened by checks as needed, whose completion is at most
+    `budget` tokens (`length(prefix)`); the empty trace when even that is over."""
+    passes = 0
+    while length(lengthened(trace, passes)) < budget:
+        passes += 1
+    ids = token_ids(lengthened(trace, passes))
+    low, high = 0, len(ids)  # the answer: the largest k with length(decode(ids[:k])) <= budget
+    while low < high:
+        mid = (low + high + 1) // 2
+        if length(decode(ids[:mid])) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return decode(ids[:low]).strip()
+
+
+def warmup_rows(rows: list[dict[str, Any]], tokenizer: Any, low: int, high: int, seed: int,
+                answer_prefix: str = "Final Answer: ", format_name: str = "s1") -> list[dict[str, Any]]:  # fmt: skip
+    """One length-labelled row per question, N uniform in low..high (seeded)."""
+    fmt = get_format(format_name)
+
+    def length(trace: str, answer: str) -> int:
+        text = assistant_text(fmt, trace, answer, answer_prefix)[len(fmt.open) :]
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def token_ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids)
+
+    budgets = draw_budgets(len(rows), low, high, seed)
+    out = []
+    for number, (row, budget) in enumerate(zip(rows, budgets, strict=True), 1):
+        trace, answer = row.get("trace"), str(row.get("answer", "")).strip()
+        if not isinstance(trace, str) or not trace.strip() or not answer:
+            raise ValueError(f"row {number} ({row.get('id')}): a question with its trace and answer is needed")
+        text = fit(trace, budget, lambda t, a=answer: length(t, a), token_ids, decode)
+        out.append({
+            "id": row["id"],
+            "question": user_message(row["question"], budget, EXACT, instruction="", separator="\n\n"),
+            "trace": text,
+            "answer": answer,
+            "budget": budget,
+        })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.warmup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("recipe", help="the LCPO recipe (recipes/rl/demo.yaml): its questions and its range of N")
+    parser.add_argument("tokenizer", help="the demo model's tokenizer (runs/demo/init)")
+    # LCPO draws its budgets with its own seed: another seed here gives each question another N
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        recipe = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8"))
+        source = Path(recipe["data"][0]["path"])
+        low, high = recipe["prompts"]["min_budget"], recipe["prompts"]["max_budget"]
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as err:
+        print(f"error: {args.recipe}: expected an LCPO recipe with data[0].path and prompts.min_budget/max_budget "
+              f"({type(err).__name__}: {err})", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        rows = read_jsonl(source)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        out = warmup_rows(rows, tokenizer, low, high, args.seed)
+    except (OSError, ValueError) as err:
+        print(f"error: {source}: {err}", file=sys.stderr)
+        return 2
+    target = source.with_name("rl_warmup.jsonl")
+    write_jsonl_atomically(target, out)
+    print(f"{len(out)} length-labelled rows, N in {low}..{high} -> {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
