@@ -1,23 +1,26 @@
-"""Length-labelled rows: the LCPO stage's warm-up, so that the fine-tuned model has seen a length sentence.
+"""Length-labelled rows: a warm-up before LCPO, so that the fine-tuned model has seen a length sentence.
 
 L1 trains with LCPO from DeepScaleR, a model that already reads its prompt; the demo's fine-tuned
-model was trained on bare questions only, and "Think for N tokens." is text it has never seen. This
-stage (our addition, not L1's recipe: the "length-labelled warm-up") shows it, before LCPO, what
-the sentence asks for. Each LCPO training question is asked with an N drawn as LCPO draws it, and
-its answer turn is the teacher's trace cut or lengthened until the whole completion is N tokens:
-
-- a trace longer than that is cut, token by token, and the answer follows (a budget too small
-  to finish the work: the answer is then a guess, as after budget forcing);
-- a shorter one is followed by as many checks as fit ("Wait, let me check.", the steps again,
-  "It matches."), the last of them cut where the budget ends.
+model was trained on bare questions only, and "Think for N tokens." is text it has never seen. The
+"length-labelled warm-up" (our variant, not L1's recipe, and not part of `make demo`: docs/demo.md
+gives what it did on the validation questions) shows it what the sentence asks for. Each LCPO
+training question is asked with an N drawn from LCPO's range, and its answer turn is made of whole
+lines of the teacher's trace, followed by as many checks as needed ("Wait, let me check.", the
+steps again, "It matches."), so that the whole completion comes as close to N tokens as whole
+lines can: a short budget stops the trace early (the answer is then a guess, as after budget
+forcing), a long one adds checks. (Cutting on a token, to hit N exactly, was tried as well.)
 
 n is counted as the LCPO reward counts it (`length: completion`): every token the model writes
 after the thinking opener, the end of thinking and the answer included, end of sequence excluded.
 
-`python -m demo.warmup RL_RECIPE TOKENIZER` reads the LCPO recipe's questions (`rl_train.jsonl`,
-from `python -m demo.splits`) and range of N, and writes `rl_warmup.jsonl` beside the questions: one
-row per question, with `question` (the question, a blank line and the length sentence, the
-evaluation harness's layout and LCPO's), `trace`, `answer` and `budget`.
+    python -m demo.warmup recipes/rl/demo.yaml runs/demo/init     # data/demo/rl_warmup.jsonl
+    python -m sft recipes/sft/demo-warmup.yaml                     # runs/demo/warmup/model
+    python -m rl recipes/rl/demo.yaml --model runs/demo/warmup/model --output-dir runs/demo/rl-warmup
+
+The first reads the LCPO recipe's questions (`rl_train.jsonl`, from `python -m demo.splits`) and
+range of N, and writes `rl_warmup.jsonl` beside the questions: one row per question, with
+`question` (the question, a blank line and the length sentence, the layout of the evaluation
+harness and of LCPO), `trace`, `answer` and `budget`.
 """
 
 from __future__ import annotations
@@ -56,22 +59,20 @@ def lengthened(trace: str, passes: int) -> str:
     return "\n".join([trace, *[check] * passes])
 
 
-def fit(trace: str, budget: int, length: Callable[[str], int], token_ids: Callable[[str], list[int]],
-        decode: Callable[[list[int]], str]) -> str:  # fmt: skip
-    """The longest prefix of the trace, lengthened by checks as needed, whose completion is at most
-    `budget` tokens (`length(prefix)`); the empty trace when even that is over."""
-    passes = 0
-    while length(lengthened(trace, passes)) < budget:
-        passes += 1
-    ids = token_ids(lengthened(trace, passes))
-    low, high = 0, len(ids)  # the answer: the largest k with length(decode(ids[:k])) <= budget
-    while low < high:
-        mid = (low + high + 1) // 2
-        if length(decode(ids[:mid])) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    return decode(ids[:low]).strip()
+def fit(trace: str, budget: int, length: Callable[[str], int]) -> str:
+    """The whole lines of the trace, followed by checks as needed, whose completion is closest to
+    `budget` tokens (`length(text)`); the shorter on a tie, and at least the first line."""
+    check = [CHECK, *steps_of(trace), MATCHES]
+    lines = trace.splitlines()
+    while length("\n".join(lines)) < budget:
+        lines += check
+    best, best_gap = lines[0], abs(length(lines[0]) - budget)
+    for end in range(2, len(lines) + 1):
+        text = "\n".join(lines[:end])
+        gap = abs(length(text) - budget)
+        if gap < best_gap:
+            best, best_gap = text, gap
+    return best
 
 
 def warmup_rows(rows: list[dict[str, Any]], tokenizer: Any, low: int, high: int, seed: int,
@@ -83,19 +84,13 @@ def warmup_rows(rows: list[dict[str, Any]], tokenizer: Any, low: int, high: int,
         text = assistant_text(fmt, trace, answer, answer_prefix)[len(fmt.open) :]
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def token_ids(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(ids: list[int]) -> str:
-        return tokenizer.decode(ids)
-
     budgets = draw_budgets(len(rows), low, high, seed)
     out = []
     for number, (row, budget) in enumerate(zip(rows, budgets, strict=True), 1):
         trace, answer = row.get("trace"), str(row.get("answer", "")).strip()
         if not isinstance(trace, str) or not trace.strip() or not answer:
             raise ValueError(f"row {number} ({row.get('id')}): a question with its trace and answer is needed")
-        text = fit(trace, budget, lambda t, a=answer: length(t, a), token_ids, decode)
+        text = fit(trace, budget, lambda t, a=answer: length(t, a))
         out.append({
             "id": row["id"],
             "question": user_message(row["question"], budget, EXACT, instruction="", separator="\n\n"),

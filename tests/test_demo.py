@@ -232,7 +232,7 @@ def test_lcpo_questions_leave_out_the_held_out_set_and_the_flawed_rows(tmp_path:
     assert splits([str(tmp_path), "--validation", "2"]) == 2
 
 
-def test_warmup_rows_are_as_long_as_their_budget(tokenizers):
+def test_warmup_rows_come_as_close_to_their_budget_as_whole_lines_can(tokenizers):
     from decode import get_format
     from demo.warmup import CHECK, warmup_rows
     from sft.data import assistant_text
@@ -242,21 +242,21 @@ def test_warmup_rows_are_as_long_as_their_budget(tokenizers):
     row = {"id": "q", "question": task.question, "answer": task.answer, "trace": task.trace}
     rows = warmup_rows([row] * 40, tokenizer, 16, 256, seed=0)
 
-    def completion_tokens(out: dict) -> int:
-        text = assistant_text(fmt, out["trace"], out["answer"], "Final Answer: ")[len(fmt.open) :]
+    def completion_tokens(trace: str) -> int:
+        text = assistant_text(fmt, trace, task.answer, "Final Answer: ")[len(fmt.open) :]
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    full = completion_tokens({**row, "trace": task.trace})
+    lines = task.trace.splitlines()
+    lines += [CHECK, *lines[: task.level], "It matches."] * 12
+    candidates = ["\n".join(lines[:end]) for end in range(1, len(lines) + 1)]
     for out in rows:
         assert out["question"] == f"{task.question}\n\nThink for {out['budget']} tokens."
-        assert out["budget"] - 2 <= completion_tokens(out) <= out["budget"]  # cut on a token, not on a line
-        if out["budget"] < full:  # a prefix of the teacher's trace
-            assert task.trace.startswith(out["trace"])
-        else:  # the whole trace, then (a part of) a check
-            assert out["trace"].startswith(task.trace)
-            assert len(out["trace"]) > len(task.trace) or out["budget"] <= full + 2
+        assert out["trace"] in candidates  # whole lines: the trace, then checks
+        best = min(abs(completion_tokens(c) - out["budget"]) for c in candidates)
+        assert abs(completion_tokens(out["trace"]) - out["budget"]) == best
+    full = completion_tokens(task.trace)
     assert min(r["budget"] for r in rows) < full < max(r["budget"] for r in rows)
-    assert max(r["trace"].count(CHECK) for r in rows) > task.trace.count(CHECK) + 1  # checks added whole
+    assert max(r["trace"].count(CHECK) for r in rows) > task.trace.count(CHECK) + 1
     with pytest.raises(ValueError, match="row 1 \\(q\\): a question with its trace and answer is needed"):
         warmup_rows([{**row, "trace": ""}], tokenizer, 16, 256, seed=0)
 
