@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -48,7 +47,6 @@ class Stage:
     commands: tuple[tuple[str, ...], ...]
     outputs: tuple[str, ...]  # present when the stage has finished
     clear: tuple[str, ...] = ()  # removed before a rerun (outputs that would otherwise be resumed)
-    jobs: int = 1  # commands run at once (independent ones only), the cores shared out among them
 
 
 EVAL = "recipes/eval/demo.yaml"
@@ -65,10 +63,9 @@ STAGES = (
           ("runs/demo/sft/model/train_report.json",), ("runs/demo/sft",)),
     Stage("rl", "recipes/rl/demo.yaml", (("demo.splits", "data/demo"), ("rl", "recipes/rl/demo.yaml")),
           ("runs/demo/rl/final/config.json", "data/demo/rl_train.jsonl"), ("runs/demo/rl",)),
-    # The three evaluations are independent: two at a time, the longest first.
     Stage("eval", EVAL, (("evals", EVAL), ("evals", "recipes/eval/demo-base.yaml"), ("evals", EVAL_RL)),
           ("runs/demo/eval/sft/summary.json", "runs/demo/eval/base/summary.json", "runs/demo/eval/rl/summary.json"),
-          ("runs/demo/eval",), jobs=2),
+          ("runs/demo/eval",)),
 )  # fmt: skip
 
 
@@ -90,32 +87,17 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_commands(commands: tuple[tuple[str, ...], ...], jobs: int = 1) -> tuple[float, float]:
-    """Run each `python -m ...` in a child process, up to `jobs` at once, in order; (wall seconds,
-    the largest peak RSS of a child in MiB). With more than one job, each child gets its share of
-    the cores as its thread count: generation with a model this small is bound by the Python loop
-    around each step, so two one-thread processes get more done than one with two threads."""
-    env = None
-    if jobs > 1:
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
-    start, peak = time.perf_counter(), 0.0
-    waiting, running = list(commands), {}
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            args = waiting.pop(0)
-            print(f"$ {' '.join(('-m', *args))}", flush=True)
-            running[subprocess.Popen([sys.executable, "-m", *args], env=env).pid] = args
-        pid, status, usage = os.wait4(-1, 0)
-        args = running.pop(pid, None)
-        if args is None:
-            continue  # not one of ours
-        peak = max(peak, usage.ru_maxrss / 1024)
-        if code := os.waitstatus_to_exitcode(status):
-            for other in running:
-                os.kill(other, signal.SIGTERM)
-                os.waitpid(other, 0)
-            raise SystemExit(f"demo: `python -m {' '.join(args)}` failed (exit {code})")
-    return time.perf_counter() - start, peak
+def run_command(module_args: tuple[str, ...]) -> tuple[float, float]:
+    """Run `python -m ...` in a child process; (wall seconds, the child's peak RSS in MiB)."""
+    command = [sys.executable, "-m", *module_args]
+    print(f"$ {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"demo: `python -m {' '.join(module_args)}` failed (exit {child.returncode})")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
 def run(target: str) -> None:
@@ -135,7 +117,10 @@ def run(target: str) -> None:
         print(f"== {stage.name}: {stage.recipe}", flush=True)
         for folder in stage.clear:
             shutil.rmtree(folder, ignore_errors=True)
-        seconds, peak = run_commands(stage.commands, stage.jobs)
+        seconds, peak = 0.0, 0.0
+        for command in stage.commands:
+            s, p = run_command(command)
+            seconds, peak = seconds + s, max(peak, p)
         state[stage.name] = key
         timings[stage.name] = {"seconds": seconds, "peak_rss_mb": peak}
         write_json(STATE, state)

@@ -293,18 +293,3 @@ def test_l1_findings_judge_the_targets(lcpo: dict, forcing: list[float], expecte
     text = " ".join(findings(tuned, {"length_prompt_exact": lcpo}))
     assert all(phrase in text for phrase in expected), text
     assert "before LCPO: 0.60" in text
-
-
-def test_stage_commands_run_two_at_a_time_and_a_failure_stops_the_others(tmp_path: Path):
-    import time
-
-    from demo.__main__ import run_commands
-
-    marker = tmp_path / "threads"
-    record = f"import os, pathlib; pathlib.Path({str(marker)!r}).write_text(os.environ.get('OMP_NUM_THREADS', ''))"
-    seconds, peak = run_commands((("timeit", "-n1", "-r1", record), ("timeit", "-n1", "-r1", "pass")), jobs=2)
-    assert marker.read_text() == str(max(1, (os.cpu_count() or 1) // 2)) and peak > 0
-    start = time.perf_counter()
-    with pytest.raises(SystemExit, match="`python -m json.tool /no/such/file` failed"):
-        run_commands((("timeit", "-n1", "-r1", "import time; time.sleep(60)"), ("json.tool", "/no/such/file")), jobs=2)
-    assert time.perf_counter() - start < 30  # the sleeping one was stopped, not waited for
