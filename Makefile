@@ -32,8 +32,12 @@ install-vllm:
 		$(PY) -m pip install --quiet -c $(VENV)/constraints-vllm-gpu.txt $(VLLM) "$(VLLM_RANGE)" ;; \
 	esac
 
+# The suite in TEST_JOBS processes (pytest-xdist), each test file in one of them so that its fixtures
+# are built once, and one torch thread per process: two processes of two threads on two cores run
+# slower than one.
+TEST_JOBS ?= 2
 test:
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 lint:
 	$(PY) -m ruff check .
@@ -47,6 +51,8 @@ bench:
 	$(PY) bench/bench_curate.py --json bench/results/curate.json
 	$(PY) bench/bench_sft.py --json bench/results/sft.json
 	$(PY) bench/bench_rl.py --json bench/results/rl.json
+	test -d runs/demo/curate/curated && $(PY) bench/bench_demo.py --json bench/results/demo.json \
+		|| echo "bench_demo: the demo's curated set is missing (make curate); skipped"
 
 # The tiny random model (real Qwen2.5 tokenizer) that the small offline recipes run on
 # (recipes/{curate/default,sft/cpu,eval/default,rl/cpu}.yaml): `make tiny-model` builds it.

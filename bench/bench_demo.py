@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NEEDED = ("runs/demo/base/model", "runs/demo/curate/curated")
 
 
-def sft_run(folder: Path, strategy: str, epochs: int) -> float:
+def sft_run(folder: Path, strategy: str, epochs: int, repeat: int) -> float:
     recipe = yaml.safe_load((ROOT / "recipes/sft/demo.yaml").read_text())
-    recipe["output_dir"] = str(folder / strategy)
-    recipe["resume"] = False
+    recipe["output_dir"] = str(folder / f"{strategy}-{repeat}")
+    recipe["resume"] = "never"
     recipe["training"].update(num_train_epochs=epochs, save_steps=10**6, train_sampling_strategy=strategy)
     path = folder / f"sft-{strategy}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -56,7 +56,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for strategy in runs:
-                runs[strategy].append(sft_run(Path(tmp), strategy, args.epochs))
+                runs[strategy].append(sft_run(Path(tmp), strategy, args.epochs, repeat))
             print(f"repeat {repeat + 1}: random {runs['random'][-1]:.1f} s, "
                   f"grouped {runs['group_by_length'][-1]:.1f} s", flush=True)  # fmt: skip
     medians = {strategy: statistics.median(seconds) for strategy, seconds in runs.items()}

@@ -53,12 +53,6 @@ def steps_of(trace: str) -> list[str]:
     return [line for line in lines if line[:1].isdigit()]
 
 
-def lengthened(trace: str, passes: int) -> str:
-    """The trace followed by `passes` checks, each the steps again and "It matches."."""
-    check = "\n".join([CHECK, *steps_of(trace), MATCHES])
-    return "\n".join([trace, *[check] * passes])
-
-
 def fit(trace: str, budget: int, length: Callable[[str], int]) -> str:
     """The whole lines of the trace, followed by checks as needed, whose completion is closest to
     `budget` tokens (`length(text)`); the shorter on a tie, and at least the first line."""
