@@ -51,8 +51,8 @@ bench:
 	$(PY) bench/bench_curate.py --json bench/results/curate.json
 	$(PY) bench/bench_sft.py --json bench/results/sft.json
 	$(PY) bench/bench_rl.py --json bench/results/rl.json
-	test -d runs/demo/curate/curated && $(PY) bench/bench_demo.py --json bench/results/demo.json \
-		|| echo "bench_demo: the demo's curated set is missing (make curate); skipped"
+	if [ -d runs/demo/curate/curated ]; then $(PY) bench/bench_demo.py --json bench/results/demo.json; \
+	else echo "bench_demo: the demo's curated set is missing (make curate); skipped"; fi
 
 # The tiny random model (real Qwen2.5 tokenizer) that the small offline recipes run on
 # (recipes/{curate/default,sft/cpu,eval/default,rl/cpu}.yaml): `make tiny-model` builds it.

@@ -261,6 +261,24 @@ def test_warmup_rows_come_as_close_to_their_budget_as_whole_lines_can(tokenizers
         warmup_rows([{**row, "trace": ""}], tokenizer, 16, 256, seed=0)
 
 
+def test_warmup_command_reads_the_lcpo_recipe_and_names_what_is_wrong(tmp_path: Path, capsys):
+    from demo.warmup import main as warmup
+    from tests.conftest import tokenizer_dir
+
+    rows = [{"id": f"q{t.level}", "question": t.question, "answer": t.answer, "trace": t.trace}
+            for t in generate_tasks(3, seed=2)]  # fmt: skip
+    (tmp_path / "rl_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = {"data": [{"path": str(tmp_path / "rl_train.jsonl")}], "prompts": {"min_budget": 20, "max_budget": 40}}
+    (tmp_path / "rl.yaml").write_text(yaml.safe_dump(recipe))
+    assert warmup([str(tmp_path / "rl.yaml"), str(tokenizer_dir("qwen2.5"))]) == 0
+    out = [json.loads(line) for line in (tmp_path / "rl_warmup.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == [r["id"] for r in rows] and all(20 <= r["budget"] <= 40 for r in out)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"data": recipe["data"]}))
+    assert warmup([str(tmp_path / "bad.yaml"), str(tokenizer_dir("qwen2.5"))]) == 2
+    expected = "bad.yaml: expected an LCPO recipe with data[0].path and prompts.min_budget/max_budget"
+    assert expected in capsys.readouterr().err
+
+
 def _points(accuracies: list[float], deviations: list[float] | None = None) -> dict:
     points = []
     for i, accuracy in enumerate(accuracies):
