@@ -91,6 +91,27 @@ def table(tuned: dict[str, Any], lcpo: dict[str, Any]) -> list[str]:
     return lines
 
 
+def accuracy_plot(lines: list[tuple[str, dict[str, Any] | None, str]], xlabel: str, title: str, path: Path,
+                  legend_size: float | None = None) -> None:  # fmt: skip
+    """Accuracy against the budget, one line per (label, method summary, matplotlib style); a method
+    the run did not evaluate (None) is left out. The demo's two figures are drawn by it."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, method, style in lines:
+        if method:
+            points = method["points"]
+            axis.plot([p["budget"] for p in points], [100 * p["accuracy"] for p in points], style, label=name)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("accuracy on the held-out set (%)")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=legend_size)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot(tuned: dict[str, Any], lcpo: dict[str, Any], path: Path) -> None:
     """Accuracy against the budget, one line per control (L1's Figure 1 at the demo's scale)."""
     lines = [
@@ -99,18 +120,4 @@ def plot(tuned: dict[str, Any], lcpo: dict[str, Any], path: Path) -> None:
         ("L1 + budget forcing (LCPO)", lcpo.get(PROMPTED_FORCED), "^:"),
         ('"Think for N tokens." before LCPO', tuned.get(PROMPTED), "x--"),
     ]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for name, method, style in lines:
-        if method:
-            points = method["points"]
-            axis.plot([p["budget"] for p in points], [100 * p["accuracy"] for p in points], style, label=name)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("thinking budget N (tokens)")
-    axis.set_ylabel("accuracy on the held-out set (%)")
-    axis.set_ylim(0, 100)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    axis.set_title("s1's budget forcing against L1's LCPO, demo task")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    accuracy_plot(lines, "thinking budget N (tokens)", "s1's budget forcing against L1's LCPO, demo task", path, 8)

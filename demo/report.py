@@ -12,13 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from . import compare  # noqa: E402
-from .compare import pct, standard_error  # noqa: E402
+from . import compare
+from .compare import pct, standard_error
 
 BENCHMARK = "demo"
 MAX_METHOD = "budget_forcing"  # the recipe's label of the maximum-budget sweep
@@ -84,20 +79,8 @@ def table(models: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def plot(base: dict[str, Any], tuned: dict[str, Any], path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for name, methods, style in (("after SFT", tuned, "o-"), ("base model", base, "s--")):
-        points = methods[MAX_METHOD]["points"]
-        axis.plot([p["budget"] for p in points], [100 * p["accuracy"] for p in points], style, label=name)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("forced maximum thinking budget (tokens)")
-    axis.set_ylabel("accuracy on the held-out set (%)")
-    axis.set_ylim(0, 100)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    axis.set_title("Budget forcing on the demo task")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    lines = [("after SFT", tuned[MAX_METHOD], "o-"), ("base model", base[MAX_METHOD], "s--")]
+    compare.accuracy_plot(lines, "forced maximum thinking budget (tokens)", "Budget forcing on the demo task", path)
 
 
 def write_report(
